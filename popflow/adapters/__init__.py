@@ -1,0 +1,1 @@
+"""Operation runners behind the :mod:`popflow.engine.runner` port."""

@@ -1,0 +1,365 @@
+"""The composition root: builds a running popflow from one :class:`~popflow.settings.Settings`.
+
+:func:`open_engine` wires the storage (PostgreSQL, the embedded PostgreSQL, or memory),
+migrates the schema, and supervises every long-lived loop in one anyio task group: the
+group committer, the progress projection, the worker (heartbeat, claims, executions) and
+the reclaimer. It yields an :class:`Engine`, the embedding API. Leaving the block stops the
+worker gracefully (in-flight agendas get the grace period, then are handed back), then
+cancels the remaining loops, closes the pool and detaches from the embedded server; no
+task outlives the block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import asyncpg
+from anyio.abc import TaskGroup
+
+from popflow.adapters.handlers import BUILTIN_HANDLERS
+from popflow.adapters.memory import Handler, MemoryRunner
+from popflow.embedded import embedded_server
+from popflow.engine.agenda import agenda_from_mapping, parse_agenda
+from popflow.engine.clock import Clock, SystemClock
+from popflow.engine.memory_queue import MemoryWorkQueue
+from popflow.engine.postgres_queue import PostgresWorkQueue, QueueProjection
+from popflow.engine.queue import WorkQueue
+from popflow.engine.reclaimer import Reclaimer
+from popflow.engine.service import AgendaService, Submission, SubmissionLimits
+from popflow.engine.state import AgendaState, evolve
+from popflow.engine.worker import Worker
+from popflow.errors import InfrastructureError, NotFound
+from popflow.events.batching import GroupCommitter
+from popflow.events.memory import MemoryEventStore
+from popflow.events.postgres import PostgresEventStore
+from popflow.events.store import EventStore, RecordedEvent
+from popflow.events.vocabulary import Agenda, agenda_stream
+from popflow.migrations import migrate
+from popflow.projections.memory import MemoryProgressStore
+from popflow.projections.postgres import PostgresProgressStore
+from popflow.projections.progress import AgendaProgress, ProgressView, fold
+from popflow.projections.runner import ProjectionRunner
+from popflow.projections.store import ProgressStore
+from popflow.projections.summary import ProgressSummary, summarize
+from popflow.settings import Settings, redacted
+
+log = logging.getLogger(__name__)
+
+AgendaInput = Agenda | Mapping[str, Any] | str | bytes
+"""An agenda as a value, as decoded JSON, or as JSON text."""
+
+
+@dataclass
+class Storage:
+    events: EventStore
+    queue: WorkQueue
+    progress: ProgressStore
+    pool: asyncpg.Pool | None = None
+    """The connection pool, for PostgreSQL storage."""
+    dsn: str | None = None
+
+
+@asynccontextmanager
+async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
+    """Storage for ``settings``, migrated and listening; closed on exit."""
+    if settings.uses_memory:
+        events = MemoryEventStore()
+        yield Storage(events, MemoryWorkQueue(events), MemoryProgressStore())
+        return
+    async with AsyncExitStack() as stack:
+        dsn = await stack.enter_async_context(database_dsn(settings))
+        pool = await stack.enter_async_context(_pool(dsn, settings.pool_size))
+        store = PostgresEventStore(pool, inline=[QueueProjection()])
+        await store.listen()
+        stack.push_async_callback(store.close)
+        yield Storage(store, PostgresWorkQueue(store), PostgresProgressStore(pool), pool, dsn)
+
+
+@asynccontextmanager
+async def database_dsn(settings: Settings) -> AsyncIterator[str]:
+    """The configured DSN, or the embedded server's (started for the duration)."""
+    if settings.dsn is not None:
+        yield settings.dsn
+        return
+    async with embedded_server(settings.home, bin_dir=settings.postgres_bin) as server:
+        yield server.dsn
+
+
+_CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@asynccontextmanager
+async def _pool(dsn: str, size: int) -> AsyncIterator[asyncpg.Pool]:
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max(size, 4))
+    except _CONNECT_ERRORS as exc:
+        raise InfrastructureError(
+            f"cannot connect to PostgreSQL at {redacted(dsn)}: {exc}"
+        ) from exc
+    try:
+        async with pool.acquire() as conn:
+            applied = await migrate(conn)
+        if applied:
+            log.info(
+                "applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+            )
+        yield pool
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.close()
+
+
+class Engine:
+    """popflow running inside your process: submit agendas, follow them, read history."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage: Storage,
+        runner: MemoryRunner,
+        committer: GroupCommitter,
+        projection: ProjectionRunner,
+        worker: Worker,
+        clock: Clock,
+        task_group: TaskGroup,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.runner = runner
+        self.worker = worker
+        self.projection = projection
+        self._committer = committer
+        self._clock = clock
+        self._tg = task_group
+        self.agendas = AgendaService(
+            storage.events,
+            known_type=runner.knows,
+            limits=SubmissionLimits(max_operations=settings.max_operations),
+        )
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def register_handler(self, operation_type: str, handler: Handler) -> None:
+        """Run operations of ``operation_type`` with ``handler`` (an async function)."""
+        self.runner.register(operation_type, handler)
+
+    def handler(self, operation_type: str) -> Any:
+        """Decorator form of :meth:`register_handler`."""
+
+        def register(handler: Handler) -> Handler:
+            self.register_handler(operation_type, handler)
+            return handler
+
+        return register
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def parse(self, agenda: AgendaInput) -> Agenda:
+        """Decode an agenda strictly (size, JSON, known fields): :mod:`popflow.engine.agenda`."""
+        if isinstance(agenda, Agenda):
+            return agenda
+        if isinstance(agenda, str | bytes):
+            return parse_agenda(agenda, max_bytes=self.settings.max_agenda_bytes)
+        return agenda_from_mapping(agenda, max_bytes=self.settings.max_agenda_bytes)
+
+    async def submit(
+        self, agenda: AgendaInput, *, idempotency_key: str | None = None
+    ) -> Submission:
+        """Validate and record an agenda; a worker picks it up from the queue."""
+        return await self.agendas.submit(self.parse(agenda), idempotency_key=idempotency_key)
+
+    async def start(self, agenda: AgendaInput) -> Submission:
+        """Submit an agenda and run it in this process's worker, without queueing it."""
+        submission = await self.agendas.submit(
+            self.parse(agenda), dispatch_to=self.worker.worker_id
+        )
+        history = await self.storage.events.read_stream(agenda_stream(submission.agenda_id))
+        self._tg.start_soon(self._execute, history, name=f"popflow-run-{submission.agenda_id}")
+        return submission
+
+    async def _execute(self, history: list[RecordedEvent]) -> None:
+        try:
+            await self.worker.execute(history)
+        except Exception:
+            log.exception("agenda %s stopped", history[0].stream_id)
+
+    async def run(self, agenda: AgendaInput, *, timeout: float | None = None) -> AgendaProgress:
+        """Submit, run here, and return the final AgendaProgress."""
+        submission = await self.start(agenda)
+        return await self.wait(submission.agenda_id, timeout=timeout)
+
+    # --- following --------------------------------------------------------------------------
+
+    async def watch(
+        self, agenda_id: str
+    ) -> AsyncIterator[tuple[ProgressView, list[RecordedEvent]]]:
+        """The agenda's progress after each group of new events, until it completes."""
+        stream, view, state, version = agenda_stream(agenda_id), None, None, 0
+        while state is None or not state.status.is_final:
+            new = await self.storage.events.read_stream(stream, after_version=version)
+            if not new and state is None:
+                raise NotFound(f"no agenda with id {agenda_id}")
+            for recorded in new:
+                view, state = fold(view, recorded), evolve(state, recorded.event)
+            if new and view is not None:
+                version = new[-1].version
+                yield view, new
+                continue
+            await self.storage.events.wait_for_append(
+                await self.storage.events.head(), self.settings.poll_interval
+            )
+
+    async def wait(self, agenda_id: str, *, timeout: float | None = None) -> AgendaProgress:
+        """Wait until the agenda completes; return its AgendaProgress (read-your-writes)."""
+        last = 0
+        with anyio.fail_after(timeout):
+            async for _, events in self.watch(agenda_id):
+                last = events[-1].position
+            await self.projection.wait_for(last)
+        return await self.progress(agenda_id)
+
+    async def progress(self, agenda_id: str, *, at_least: int = 0) -> AgendaProgress:
+        """The AgendaProgress with its operationProgress, reflecting position ``at_least``."""
+        if at_least:
+            await self.projection.wait_for(at_least)
+        progress = await self.storage.progress.agenda_progress(agenda_id)
+        if progress is None:
+            raise NotFound(f"no progress for agenda {agenda_id}")
+        return progress
+
+    async def summary(self, link_id: str) -> ProgressSummary:
+        """The ProgressSummary of every agenda sharing ``link_id``."""
+        return summarize(await self.storage.progress.agenda_progress_by_link(link_id))
+
+    async def history(self, agenda_id: str) -> list[RecordedEvent]:
+        return await self.agendas.history(agenda_id)
+
+    async def state_at(self, agenda_id: str, version: int | None = None) -> AgendaState:
+        return await self.agendas.state_at(agenda_id, version)
+
+    async def progress_at(self, agenda_id: str, version: int | None = None) -> AgendaProgress:
+        return await self.agendas.progress_at(agenda_id, version)
+
+
+@asynccontextmanager
+async def open_engine(
+    settings: Settings,
+    *,
+    handlers: Mapping[str, Handler] | None = None,
+    claim: bool = True,
+    reclaim: bool = True,
+    clock: Clock | None = None,
+    storage: Storage | None = None,
+) -> AsyncIterator[Engine]:
+    """A running engine. ``claim=False``: run only what :meth:`Engine.start` hands it;
+    ``reclaim=False``: leave expired leases to other processes; ``storage``: share storage
+    opened with :func:`open_storage` (several engines on one memory store, for instance)."""
+    clock = clock or SystemClock()
+    async with AsyncExitStack() as stack:
+        if storage is None:
+            storage = await stack.enter_async_context(open_storage(settings))
+        running = _running_engine(
+            settings, storage, handlers=handlers, claim=claim, reclaim=reclaim, clock=clock
+        )
+        async with running as engine:
+            yield engine
+
+
+@asynccontextmanager
+async def _running_engine(
+    settings: Settings,
+    storage: Storage,
+    *,
+    handlers: Mapping[str, Handler] | None,
+    claim: bool,
+    reclaim: bool,
+    clock: Clock,
+) -> AsyncIterator[Engine]:
+    async with anyio.create_task_group() as tg:
+        runner = MemoryRunner({**BUILTIN_HANDLERS, **(handlers or {})}, clock=clock)
+        committer = GroupCommitter(storage.events)
+        projection = ProjectionRunner(
+            storage.events,
+            storage.progress,
+            batch_size=settings.projection_batch,
+            poll_interval=settings.poll_interval,
+        )
+        worker = Worker(
+            queue=storage.queue,
+            events=storage.events,
+            append=committer.append,
+            runner=runner,
+            clock=clock,
+            settings=settings.worker,
+        )
+        await tg.start(committer.run, name="popflow-group-commit")
+        await tg.start(projection.run, name="popflow-projection-progress")
+        worker_done = anyio.Event()
+        await tg.start(_run_worker, worker, claim, worker_done, name="popflow-worker")
+        if reclaim:
+            reclaimer = Reclaimer(
+                queue=storage.queue,
+                events=storage.events,
+                clock=clock,
+                lease_timeout=settings.worker.lease_timeout,
+                interval=settings.reclaim_interval,
+            )
+            await tg.start(reclaimer.run, name="popflow-reclaimer")
+        try:
+            yield Engine(
+                settings=settings,
+                storage=storage,
+                runner=runner,
+                committer=committer,
+                projection=projection,
+                worker=worker,
+                clock=clock,
+                task_group=tg,
+            )
+        finally:
+            worker.stop()
+            with anyio.CancelScope(shield=True):
+                await worker_done.wait()
+            tg.cancel_scope.cancel()
+
+
+async def _run_worker(
+    worker: Worker, claim: bool, done: anyio.Event, *, task_status: Any = anyio.TASK_STATUS_IGNORED
+) -> None:
+    try:
+        await worker.run(claim=claim, task_status=task_status)
+    finally:
+        done.set()
+
+
+async def rebuild_projections(settings: Settings) -> int:
+    """Rebuild the progress rows from the whole log; returns the number of events replayed."""
+    async with open_storage(settings) as storage:
+        runner = ProjectionRunner(
+            storage.events, storage.progress, batch_size=settings.projection_batch
+        )
+        return await runner.rebuild()
+
+
+async def migrate_database(settings: Settings) -> Sequence[str]:
+    """Apply pending migrations; returns the names of those applied (none for memory)."""
+    if settings.uses_memory:
+        return []
+    async with database_dsn(settings) as dsn:
+        try:
+            conn = await asyncpg.connect(dsn)
+        except _CONNECT_ERRORS as exc:
+            raise InfrastructureError(
+                f"cannot connect to PostgreSQL at {redacted(dsn)}: {exc}"
+            ) from exc
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+    return [f"{m.version:04d}_{m.name}" for m in applied]

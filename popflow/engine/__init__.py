@@ -1,0 +1,1 @@
+"""The domain core: agendas, validation, references, DAG readiness, decisions and execution."""

@@ -1,0 +1,429 @@
+"""The executor: one task per claimed agenda, driving its operations to the end.
+
+An :class:`AgendaExecution` is a small actor. It owns the agenda's state while its worker
+holds the lease, and everything that happens to the agenda arrives in its inbox: an
+operation finished, an operation reported progress, a worker-wide operation slot became
+free. Each turn it
+
+1. plans: starts every operation whose dependencies succeeded (bounded per agenda and by
+   the worker's slots), or concludes the agenda when nothing is running or startable;
+2. flushes: turns the turn's commands into events with :func:`~popflow.engine.decide.decide`
+   and appends them in one request, which the group committer batches with other agendas;
+3. launches the operations whose start was just recorded, through the runner port;
+4. waits for the next messages and records their outcomes (coalescing progress reports).
+
+Because a start is recorded before the operation runs and every append names the version
+it expects, an agenda has exactly one owner: if the reclaimer took it back (the worker was
+too slow to heartbeat), the next append conflicts, the execution re-reads the stream, sees
+the new dispatch, records its late outcomes as ignored and stops. If the worker shuts
+down, the execution hands the agenda back at once (a shielded ``agenda.reclaimed``), so
+another worker resumes it without waiting for the lease to expire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from popflow.engine.clock import Clock
+from popflow.engine.decide import (
+    Command,
+    Finish,
+    Reclaim,
+    RecordOutcome,
+    ReportProgress,
+    Start,
+    StartOperation,
+    decide,
+    is_current,
+    startable,
+)
+from popflow.engine.references import AGENDA_ID_TOKEN, OPERATION_NAME_TOKEN, output_name, resolve
+from popflow.engine.runner import (
+    Failed,
+    Invocation,
+    OperationRunner,
+    Outcome,
+    ProgressReport,
+    diagnostic,
+)
+from popflow.engine.slots import OperationSlots
+from popflow.engine.state import (
+    AgendaState,
+    AgendaStatus,
+    OperationState,
+    OperationStatus,
+    evolve,
+    replay,
+)
+from popflow.errors import InvalidTransition
+from popflow.events.store import Appended, AppendRequest, AppendResult, EventStore, RecordedEvent
+from popflow.events.vocabulary import Event
+from popflow.projections.progress import ProgressView, fold_all
+
+log = logging.getLogger(__name__)
+
+Append = Callable[[AppendRequest], Awaitable[AppendResult]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorSettings:
+    max_parallel_operations: int = 50
+    """Operations of one agenda that may run at once."""
+    progress_interval: float = 1.0
+    """Seconds between recorded progress reports of one agenda (reports are coalesced)."""
+    append_attempts: int = 5
+    """Re-decisions after a concurrent append before giving the agenda up."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Finished:
+    name: str
+    attempt: int
+    outcome: Outcome
+
+
+@dataclasses.dataclass(frozen=True)
+class _Progressed:
+    name: str
+    attempt: int
+    report: ProgressReport
+
+
+@dataclasses.dataclass(frozen=True)
+class _SlotGranted:
+    pass
+
+
+_Message = _Finished | _Progressed | _SlotGranted
+
+
+class LeaseLost(Exception):
+    """The agenda was reclaimed from this worker while it ran."""
+
+
+class AgendaExecution:
+    def __init__(
+        self,
+        history: list[RecordedEvent],
+        *,
+        worker_id: str,
+        append: Append,
+        events: EventStore,
+        runner: OperationRunner,
+        slots: OperationSlots,
+        clock: Clock,
+        settings: ExecutorSettings,
+    ) -> None:
+        state = replay(e.event for e in history)
+        if state is None:
+            raise InvalidTransition("cannot execute an empty history")
+        self._state = self._tentative = state
+        self._stream = history[0].stream_id
+        self._view: ProgressView | None = fold_all(history)
+        self._dispatch = state.dispatch
+        self._worker_id = worker_id
+        self._append = append
+        self._events = events
+        self._runner = runner
+        self._slots = slots
+        self._clock = clock
+        self._settings = settings
+        self._commands: list[Command] = []
+        self._pending: list[Event] = []
+        self._running: dict[str, int] = {}
+        self._credits = 0
+        self._reserved = 0
+        self._waiting_for_slot = False
+        self._progress: dict[str, _Progressed] = {}
+        self._progress_flushed_at = -math.inf
+        self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+
+    @property
+    def state(self) -> AgendaState:
+        return self._state
+
+    async def run(self) -> AgendaState:
+        """Execute until the agenda completes; returns its final state."""
+        if not (
+            is_current(self._state, self._dispatch) and self._state.worker_id == self._worker_id
+        ):
+            raise LeaseLost(
+                f"agenda {self._state.agenda_id} is not dispatched to {self._worker_id}"
+            )
+        try:
+            async with anyio.create_task_group() as tg:
+                await self._loop(tg)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._hand_back("the worker stopped before the agenda finished")
+            raise
+        finally:
+            self._release_slots()
+            self._send.close()
+            self._inbox.close()
+        return self._state
+
+    async def _loop(self, tg: TaskGroup) -> None:
+        if self._state.status is AgendaStatus.DISPATCHED:
+            self._apply(Start(self._dispatch))
+        while True:
+            self._plan()
+            if not await self._flush():
+                tg.cancel_scope.cancel()
+                return
+            self._launch(tg)
+            if self._state.status.is_final:
+                return
+            await self._receive()
+
+    # --- planning --------------------------------------------------------------------------
+
+    def _apply(self, command: Command) -> None:
+        events = decide(self._tentative, command, self._clock.now_ms())
+        for event in events:
+            self._tentative = evolve(self._tentative, event)
+        self._commands.append(command)
+        self._pending.extend(events)
+
+    def _plan(self) -> None:
+        if self._tentative.status is not AgendaStatus.RUNNING:
+            return
+        ready = startable(self._tentative)
+        for name in ready:
+            if (
+                len(self._tentative.in_status(OperationStatus.RUNNING))
+                >= self._settings.max_parallel_operations
+            ):
+                break
+            if not self._take_slot():
+                break
+            self._reserved += 1
+            self._apply(StartOperation(name, self._dispatch))
+        self._return_credits()
+        if not self._tentative.in_status(OperationStatus.RUNNING) and not startable(
+            self._tentative
+        ):
+            self._apply(Finish(self._dispatch))
+
+    def _take_slot(self) -> bool:
+        if self._credits:
+            self._credits -= 1
+            return True
+        if self._slots.try_acquire():
+            return True
+        if not self._waiting_for_slot:
+            self._waiting_for_slot = True
+            self._slots.wait(self._grant_slot)
+        return False
+
+    def _grant_slot(self) -> None:
+        self._send.send_nowait(_SlotGranted())
+
+    def _return_credits(self) -> None:
+        while self._credits:
+            self._credits -= 1
+            self._slots.release()
+
+    def _release_slots(self) -> None:
+        """Give back every slot this execution holds but no operation uses."""
+        self._slots.cancel_wait(self._grant_slot)
+        while True:
+            try:
+                if isinstance(self._inbox.receive_nowait(), _SlotGranted):
+                    self._credits += 1
+            except anyio.WouldBlock:
+                break
+        self._credits += self._reserved
+        self._reserved = 0
+        self._return_credits()
+
+    # --- recording -------------------------------------------------------------------------
+
+    async def _flush(self) -> bool:
+        """Append the turn's events; False when the lease was lost."""
+        for _ in range(self._settings.append_attempts):
+            if not self._pending:
+                return True
+            request = AppendRequest(self._stream, self._state.version, list(self._pending))
+            result = await self._append(request)
+            if isinstance(result, Appended):
+                self._state = self._tentative
+                self._commands.clear()
+                self._pending.clear()
+                return True
+            if not await self._redecide():
+                return False
+        log.warning("agenda %s: giving up after repeated conflicts", self._state.agenda_id)
+        return False
+
+    async def _redecide(self) -> bool:
+        """After a conflict: catch up with the stream and decide the turn again."""
+        newer = await self._events.read_stream(self._stream, after_version=self._state.version)
+        for recorded in newer:
+            self._state = evolve(self._state, recorded.event)
+        commands, self._commands, self._pending = self._commands, [], []
+        self._tentative = self._state
+        if not is_current(self._state, self._dispatch):
+            await self._record_ignored(commands)
+            return False
+        for command in commands:
+            try:
+                self._apply(command)
+            except InvalidTransition as exc:
+                log.info(
+                    "agenda %s: dropped %r after a conflict: %s",
+                    self._state.agenda_id,
+                    command,
+                    exc,
+                )
+                if isinstance(command, StartOperation):
+                    self._reserved -= 1
+                    self._slots.release()
+        return True
+
+    async def _record_ignored(self, commands: list[Command]) -> None:
+        """The lease is gone: outcomes we still held are recorded as ignored, not applied."""
+        now = self._clock.now_ms()
+        ignored = [
+            e for c in commands if isinstance(c, RecordOutcome) for e in decide(self._state, c, now)
+        ]
+        if ignored:
+            result = await self._append(AppendRequest(self._stream, self._state.version, ignored))
+            if not isinstance(result, Appended):
+                log.info(
+                    "agenda %s: could not record %d ignored outcomes",
+                    self._state.agenda_id,
+                    len(ignored),
+                )
+        log.warning(
+            "agenda %s: lease lost (now dispatch %d)", self._state.agenda_id, self._state.dispatch
+        )
+
+    async def _hand_back(self, reason: str) -> None:
+        """Give the agenda back on shutdown so that another worker resumes it at once."""
+        if not is_current(self._state, self._dispatch):
+            return
+        events = decide(self._state, Reclaim(self._dispatch, reason), self._clock.now_ms())
+        try:
+            await self._append(AppendRequest(self._stream, self._state.version, events))
+        except Exception as exc:  # noqa: BLE001 - the lease will expire instead
+            log.warning("agenda %s: could not hand back: %s", self._state.agenda_id, exc)
+
+    # --- running ---------------------------------------------------------------------------
+
+    def _launch(self, tg: TaskGroup) -> None:
+        running = self._state.in_status(OperationStatus.RUNNING)
+        self._running = {op.name: op.attempt for op in running if op.name in self._running}
+        for op in running:
+            if op.name in self._running:
+                continue
+            self._running[op.name] = op.attempt
+            self._reserved -= 1  # the slot now belongs to the operation's task
+            problems, invocation = self._invocation(op)
+            if problems:
+                self._slots.release()
+                message = f"Operation {op.name} has invalid references: {', '.join(problems)}"
+                outcome = Failed([diagnostic(message, self._clock.now_ms())])
+                self._send.send_nowait(_Finished(op.name, op.attempt, outcome))
+            else:
+                tg.start_soon(self._run_operation, op.name, op.attempt, invocation, name=op.name)
+
+    def _invocation(self, op: OperationState) -> tuple[list[str], Invocation]:
+        resolution = resolve(op.spec.payload, self._context(op.name))
+        problems = [*resolution.missing, *resolution.invalid]
+        agenda = self._state.agenda
+        invocation = Invocation(
+            agenda_id=self._state.agenda_id,
+            progress_id=self._state.progress_id,
+            customer_id=agenda.customer_id,
+            cid=agenda.cid,
+            operation=op.spec,
+            payload=resolution.value,
+            attempt=op.attempt,
+            prior_progress=self._prior_progress(op),
+        )
+        return problems, invocation
+
+    def _context(self, name: str) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            output_name(n): {} if result is None else result
+            for n, result in self._state.outputs().items()
+        }
+        context[AGENDA_ID_TOKEN] = self._state.agenda_id
+        context[OPERATION_NAME_TOKEN] = name
+        return context
+
+    def _prior_progress(self, op: OperationState) -> dict[str, Any] | None:
+        if self._view is None or op.name not in self._view.operations:
+            return None
+        prior = self._view.operations[op.name]
+        if prior.attempt_count == 0:
+            return None
+        return msgspec.to_builtins(prior)  # type: ignore[no-any-return]
+
+    async def _run_operation(self, name: str, attempt: int, invocation: Invocation) -> None:
+        async def report(progress: ProgressReport) -> None:
+            self._send.send_nowait(_Progressed(name, attempt, progress))
+
+        try:
+            outcome = await self._runner.run(invocation, report)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            log.exception("operation %s of agenda %s raised", name, invocation.agenda_id)
+            outcome = Failed(
+                [
+                    diagnostic(
+                        f"Failed to execute operation: {name}", self._clock.now_ms(), error=exc
+                    )
+                ]
+            )
+        finally:
+            self._slots.release()
+        self._send.send_nowait(_Finished(name, attempt, outcome))
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        timeout = self._progress_due_in()
+        with anyio.move_on_after(timeout):
+            self._handle(await self._inbox.receive())
+        while True:
+            try:
+                self._handle(self._inbox.receive_nowait())
+            except anyio.WouldBlock:
+                break
+        if self._progress and self._progress_due_in() <= 0:
+            self._record_progress()
+
+    def _handle(self, message: _Message) -> None:
+        if isinstance(message, _Finished):
+            self._progress.pop(message.name, None)
+            self._apply(
+                RecordOutcome(message.name, message.attempt, self._dispatch, message.outcome)
+            )
+        elif isinstance(message, _Progressed):
+            self._progress[message.name] = message
+        else:
+            self._waiting_for_slot = False
+            self._credits += 1
+
+    def _progress_due_in(self) -> float:
+        if not self._progress:
+            return math.inf
+        elapsed = self._clock.monotonic() - self._progress_flushed_at
+        return max(0.0, self._settings.progress_interval - elapsed)
+
+    def _record_progress(self) -> None:
+        reports, self._progress = self._progress, {}
+        self._progress_flushed_at = self._clock.monotonic()
+        for p in reports.values():
+            self._apply(ReportProgress(p.name, p.attempt, self._dispatch, p.report))

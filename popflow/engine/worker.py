@@ -1,0 +1,244 @@
+"""The worker: claims ready agendas, runs each in an :class:`AgendaExecution`, keeps its
+leases alive, and stops gracefully.
+
+Three loops, one task group:
+
+* **claim** — while it has room for more agendas, claim a batch (one transaction) and
+  start an execution per agenda; when idle, sleep until an append notification, an
+  agenda finishing, or the poll interval (polling is the truth, notifications only
+  shorten the wait);
+* **heartbeat** — renew the worker's leases; if the database cannot be reached for a
+  whole lease period, the leases are presumed lost and every execution is cancelled
+  (fencing: the reclaimer will have handed them to someone else);
+* **executions** — one per claimed agenda, bounded by ``max_agendas``; operations of all
+  of them share ``max_operations`` slots.
+
+:meth:`Worker.stop` stops claiming, lets in-flight agendas finish within the grace period,
+then cancels the rest, which hand their agendas back (shielded) before the worker retires.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from popflow.engine.clock import Clock
+from popflow.engine.executor import AgendaExecution, Append, ExecutorSettings, LeaseLost
+from popflow.engine.queue import ClaimedAgenda, WorkerInfo, WorkQueue
+from popflow.engine.runner import OperationRunner
+from popflow.engine.slots import OperationSlots
+from popflow.engine.state import AgendaState
+from popflow.errors import InfrastructureError
+from popflow.events.store import EventStore, RecordedEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    max_agendas: int = 200
+    """Agendas executed at once by one worker."""
+    max_operations: int = 1000
+    """Operations running at once across all of the worker's agendas."""
+    claim_batch: int = 50
+    """Most agendas claimed in one transaction."""
+    poll_interval: float = 1.0
+    """Longest sleep between claims when no notification arrives."""
+    heartbeat_interval: float = 2.0
+    lease_timeout: float = 30.0
+    """A worker silent for this long loses its leases (to the reclaimer)."""
+    shutdown_grace: float = 10.0
+    """On stop, how long in-flight agendas may take to finish before they are handed back."""
+    insights: tuple[str, ...] | None = None
+    """Claim only from these insights (None: any)."""
+    executor: ExecutorSettings = dataclasses.field(default_factory=ExecutorSettings)
+
+
+async def _then_cancel(waiter: Callable[[], Awaitable[object]], scope: anyio.CancelScope) -> None:
+    await waiter()
+    scope.cancel()
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        events: EventStore,
+        append: Append,
+        runner: OperationRunner,
+        clock: Clock,
+        settings: WorkerSettings | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.worker_id = worker_id or new_worker_id()
+        self.settings = settings or WorkerSettings()
+        self._queue = queue
+        self._events = events
+        self._append = append
+        self._runner = runner
+        self._clock = clock
+        self._slots = OperationSlots(self.settings.max_operations)
+        self._executions: set[anyio.CancelScope] = set()
+        self._room = anyio.Event()
+        self._stopping = anyio.Event()
+        self._registered = False
+        self.completed = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._executions)
+
+    async def register(self) -> None:
+        """Announce the worker (required before it holds any lease)."""
+        await self._queue.register(WorkerInfo(self.worker_id, socket.gethostname(), os.getpid()))
+        self._registered = True
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight agendas get the grace period to finish."""
+        self._stopping.set()
+
+    async def run(
+        self, *, claim: bool = True, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Work until :meth:`stop` (or cancellation). With ``claim=False`` the worker only
+        heartbeats and runs what is handed to :meth:`execute`."""
+        if not self._registered:
+            await self.register()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, name="popflow-worker-heartbeat")
+                task_status.started()
+                if claim:
+                    await self._claim_until_stopped(tg)
+                else:
+                    await self._stopping.wait()
+                await self._drain()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._retire()
+
+    async def execute(self, history: list[RecordedEvent]) -> AgendaState:
+        """Run one agenda already dispatched to this worker to its end (or hand it back)."""
+        with anyio.CancelScope() as scope:
+            self._executions.add(scope)
+            try:
+                return await self._execution(history).run()
+            finally:
+                self._executions.discard(scope)
+                self.completed += 1
+                self._room.set()
+        raise LeaseLost(f"{history[0].stream_id}: execution cancelled (leases presumed lost)")
+
+    def _execution(self, history: list[RecordedEvent]) -> AgendaExecution:
+        return AgendaExecution(
+            history,
+            worker_id=self.worker_id,
+            append=self._append,
+            events=self._events,
+            runner=self._runner,
+            slots=self._slots,
+            clock=self._clock,
+            settings=self.settings.executor,
+        )
+
+    # --- claiming --------------------------------------------------------------------------
+
+    async def _claim_until_stopped(self, tg: TaskGroup) -> None:
+        while not self._stopping.is_set():
+            room = self.settings.max_agendas - self.in_flight
+            claimed: Sequence[ClaimedAgenda] = []
+            if room >= self._low_water(room):
+                claimed = await self._claim(min(room, self.settings.claim_batch))
+            for agenda in claimed:
+                tg.start_soon(self._run_claimed, agenda, name=f"popflow-agenda-{agenda.agenda_id}")
+            if len(claimed) < min(room, self.settings.claim_batch):
+                await self._wait_for_work()
+
+    def _low_water(self, room: int) -> int:
+        # With nothing running claim at once; under load, wait for a worthwhile batch.
+        if self.in_flight == 0:
+            return 1
+        return max(1, min(self.settings.claim_batch, self.settings.max_agendas) // 4) if room else 1
+
+    async def _claim(self, limit: int) -> Sequence[ClaimedAgenda]:
+        try:
+            return await self._queue.claim(self.worker_id, limit, insights=self.settings.insights)
+        except InfrastructureError as exc:
+            log.warning("claim failed, retrying: %s", exc)
+            return []
+
+    async def _wait_for_work(self) -> None:
+        self._room = anyio.Event()
+        with anyio.move_on_after(self.settings.poll_interval):
+            async with anyio.create_task_group() as race:
+                for waiter in (self._room.wait, self._stopping.wait, self._next_append):
+                    race.start_soon(_then_cancel, waiter, race.cancel_scope)
+
+    async def _next_append(self) -> None:
+        try:
+            head = await self._events.head()
+        except InfrastructureError:
+            await anyio.sleep(self.settings.poll_interval)
+            return
+        await self._events.wait_for_append(head, self.settings.poll_interval)
+
+    async def _run_claimed(self, agenda: ClaimedAgenda) -> None:
+        try:
+            await self.execute(agenda.history)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except InfrastructureError as exc:
+            log.warning("agenda %s interrupted, its lease will expire: %s", agenda.agenda_id, exc)
+        except Exception:
+            log.exception("agenda %s failed inside the worker", agenda.agenda_id)
+
+    # --- leases ----------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        last_ok = self._clock.monotonic()
+        while True:
+            await anyio.sleep(self.settings.heartbeat_interval)
+            try:
+                if not await self._queue.heartbeat(self.worker_id):
+                    await self.register()
+                last_ok = self._clock.monotonic()
+            except InfrastructureError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                if self._clock.monotonic() - last_ok > self.settings.lease_timeout:
+                    self._fence()
+
+    def _fence(self) -> None:
+        log.error(
+            "no heartbeat for %.0f s: leases presumed lost, stopping %d agendas",
+            self.settings.lease_timeout,
+            self.in_flight,
+        )
+        for scope in self._executions:
+            scope.cancel()
+
+    async def _drain(self) -> None:
+        with anyio.move_on_after(self.settings.shutdown_grace):
+            while self._executions:
+                self._room = anyio.Event()
+                await self._room.wait()
+        for scope in self._executions:
+            scope.cancel()
+
+    async def _retire(self) -> None:
+        try:
+            await self._queue.retire(self.worker_id)
+        except InfrastructureError as exc:
+            log.warning("could not retire worker %s: %s", self.worker_id, exc)

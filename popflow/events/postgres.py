@@ -1,0 +1,288 @@
+"""The PostgreSQL event store (asyncpg).
+
+An append is one call of the ``popflow.append_events`` function (see the first migration):
+it locks the rows of the streams involved, compares versions, takes the gap-safety
+advisory lock, assigns consecutive positions and notifies listeners on the
+``popflow_events`` channel, all in one round trip. Batches that hold several requests for
+the same stream are split into rounds applied in order inside one transaction, so each
+request is checked against the stream as the previous ones left it.
+
+Inline projections (the work queue) run in the same transaction as the append, so they
+are never behind the events. Everything else reads the log after the fact.
+
+Event payloads are stored as ``jsonb``: they can be inspected with plain SQL, e.g.
+``SELECT data->>'operation' FROM popflow.events WHERE type = 'operation.failed'``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeAlias
+
+import anyio
+import asyncpg
+import asyncpg.pool
+
+from popflow.errors import InfrastructureError
+from popflow.events.codec import Codec, default_codec
+from popflow.events.sql import load_queries
+from popflow.events.store import Appended, AppendRequest, AppendResult, Conflict, RecordedEvent
+from popflow.events.vocabulary import event_type
+
+log = logging.getLogger(__name__)
+
+_Q = load_queries(__package__, "postgres.sql")
+APPEND_LOCK_KEY = 0x706F705F6170  # advisory lock that orders global positions
+CHANNEL = "popflow_events"
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
+"""A connection, or a pool's proxy of one."""
+
+
+class PostgresInlineProjection(Protocol):
+    """Keeps a table consistent with the events, inside the append's transaction."""
+
+    relevant_types: frozenset[str]
+    """Batches without events of these types skip the projection (and the transaction)."""
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
+
+
+class PostgresEventStore:
+    """The :class:`~popflow.events.store.EventStore` on a PostgreSQL connection pool."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        codec: Codec | None = None,
+        inline: Sequence[PostgresInlineProjection] = (),
+    ) -> None:
+        self._pool = pool
+        self._codec = codec or default_codec()
+        self._inline = list(inline)
+        self._listener: Connection | None = None
+        self._appended = anyio.Event()
+        self._latest_notified = 0
+
+    def add_inline_projection(self, projection: PostgresInlineProjection) -> None:
+        self._inline.append(projection)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # --- writing --------------------------------------------------------------------------
+
+    async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        if not requests:
+            return []
+        rounds = _rounds(requests)
+        try:
+            if len(rounds) == 1 and not self._needs_transaction(rounds[0]):
+                async with self._pool.acquire() as conn:
+                    return [result for result, _ in await self._append_round(conn, rounds[0])]
+            async with self.transaction() as tx:
+                return await tx.append(requests)
+        except _DRIVER_ERRORS as exc:
+            raise InfrastructureError(f"could not append events: {exc}") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        """A transaction in which SQL and appends (with inline projections) commit together."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield PostgresTransaction(self, conn)
+        except _DRIVER_ERRORS as exc:
+            raise InfrastructureError(f"transaction failed: {exc}") from exc
+
+    def _needs_transaction(self, requests: Sequence[AppendRequest]) -> bool:
+        """Whether an inline projection cares about any event of the batch."""
+        types = {event_type(e) for r in requests for e in r.events}
+        return any(types & p.relevant_types for p in self._inline)
+
+    async def _append_round(
+        self, conn: Connection, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendResult, list[RecordedEvent]]]:
+        encoded = [[self._codec.encode(e).decode() for e in r.events] for r in requests]
+        rows = await conn.fetch(_Q["append_events"], *_append_arguments(requests, encoded))
+        outcome = [_result(request, row) for request, row in zip(requests, rows, strict=True)]
+        recorded = [event for _, events in outcome for event in events]
+        if recorded:
+            for projection in self._inline:
+                await projection.apply(conn, recorded)
+        return outcome
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        upper = to_version if to_version is not None else 2**62
+        rows = await self._fetch(_Q["read_stream"], stream_id, after_version, upper)
+        return [self._decode(row) for row in rows]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        rows = await self._fetch(_Q["read_streams"], list(stream_ids))
+        return self.group_streams(rows)
+
+    def group_streams(self, rows: Sequence[asyncpg.Record]) -> dict[str, list[RecordedEvent]]:
+        """Decode rows of ``read_streams`` (ordered by stream, then version)."""
+        streams: dict[str, list[RecordedEvent]] = {}
+        for row in rows:
+            streams.setdefault(row["stream_id"], []).append(self._decode(row))
+        return streams
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        rows = await self._fetch(_Q["read_all"], after, limit)
+        return [self._decode(row) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        return int(await self._fetchval(_Q["stream_version"], stream_id))
+
+    async def head(self) -> int:
+        return int(await self._fetchval(_Q["head"]))
+
+    def _decode(self, row: asyncpg.Record) -> RecordedEvent:
+        return RecordedEvent(
+            position=row["position"],
+            stream_id=row["stream_id"],
+            version=row["version"],
+            type=row["type"],
+            event=self._codec.decode(row["type"], row["data"]),
+            recorded_at=row["recorded_at"],
+        )
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return await self._pool.fetch(query, *args)
+        except _DRIVER_ERRORS as exc:
+            raise InfrastructureError(f"could not read events: {exc}") from exc
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        try:
+            return await self._pool.fetchval(query, *args)
+        except _DRIVER_ERRORS as exc:
+            raise InfrastructureError(f"could not read events: {exc}") from exc
+
+    # --- wake-ups -------------------------------------------------------------------------
+
+    async def listen(self) -> None:
+        """Start receiving append notifications (call once; :meth:`close` stops)."""
+        try:
+            listener = await self._pool.acquire()
+            await listener.add_listener(CHANNEL, self._notified)
+            self._listener = listener
+        except _DRIVER_ERRORS as exc:
+            log.warning("LISTEN failed, relying on polling: %s", exc)
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await listener.remove_listener(CHANNEL, self._notified)
+                finally:
+                    await self._pool.release(listener)  # type: ignore[arg-type]
+
+    def _notified(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
+        self._latest_notified = max(self._latest_notified, int(str(payload)))
+        self._appended.set()
+        self._appended = anyio.Event()
+
+    async def wait_for_append(self, after: int, timeout: float) -> None:
+        if self._latest_notified > after:
+            return
+        with anyio.move_on_after(timeout):
+            while self._latest_notified <= after:
+                await self._appended.wait()
+
+
+class PostgresTransaction:
+    """An open transaction of the store: raw SQL on :attr:`conn`, appends via :meth:`append`."""
+
+    def __init__(self, store: PostgresEventStore, conn: Connection) -> None:
+        self._store = store
+        self.conn = conn
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        rows = await self.conn.fetch(_Q["read_streams"], list(stream_ids))
+        return self._store.group_streams(rows)
+
+    async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        return [result for result, _ in await self.append_recorded(requests)]
+
+    async def append_recorded(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendResult, list[RecordedEvent]]]:
+        """Like :meth:`append`, also returning each request's events as recorded."""
+        outcomes: dict[int, tuple[AppendResult, list[RecordedEvent]]] = {}
+        for round_ in _rounds(requests):
+            done = await self._store._append_round(self.conn, round_)
+            for request, outcome in zip(round_, done, strict=True):
+                outcomes[id(request)] = outcome
+        return [outcomes[id(r)] for r in requests]
+
+
+def _rounds(requests: Sequence[AppendRequest]) -> list[list[AppendRequest]]:
+    """Split a batch so that no round holds two requests for the same stream."""
+    rounds: list[list[AppendRequest]] = []
+    depth: dict[str, int] = {}
+    for request in requests:
+        level = depth.get(request.stream_id, 0)
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(request)
+        depth[request.stream_id] = level + 1
+    return rounds
+
+
+def _append_arguments(
+    requests: Sequence[AppendRequest], encoded: list[list[str]]
+) -> tuple[Any, ...]:
+    event_request, event_offset, types, data = [], [], [], []
+    for index, (request, payloads) in enumerate(zip(requests, encoded, strict=True), start=1):
+        for offset, (event, payload) in enumerate(
+            zip(request.events, payloads, strict=True), start=1
+        ):
+            event_request.append(index)
+            event_offset.append(offset)
+            types.append(event_type(event))
+            data.append(payload)
+    return (
+        [r.stream_id for r in requests],
+        [r.expected_version for r in requests],
+        [len(r.events) for r in requests],
+        event_request,
+        event_offset,
+        types,
+        data,
+        APPEND_LOCK_KEY,
+    )
+
+
+def _result(
+    request: AppendRequest, row: asyncpg.Record
+) -> tuple[AppendResult, list[RecordedEvent]]:
+    if not row["appended"]:
+        return Conflict(request.stream_id, request.expected_version, row["version"]), []
+    first = row["first_position"]
+    if first is None:  # nothing to append: a successful no-op
+        return Appended(request.stream_id, row["version"], 0), []
+    events = [
+        RecordedEvent(
+            position=first + offset,
+            stream_id=request.stream_id,
+            version=request.expected_version + offset + 1,
+            type=event_type(event),
+            event=event,
+            recorded_at=row["recorded_at"],
+        )
+        for offset, event in enumerate(request.events)
+    ]
+    return Appended(request.stream_id, row["version"], events[-1].position), events

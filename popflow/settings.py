@@ -1,0 +1,79 @@
+"""Settings: one frozen value, read once from the environment and the command line.
+
+Nothing else in popflow reads the environment. Settings are grouped by area (the worker's
+are :class:`~popflow.engine.worker.WorkerSettings`); every field has a default that works
+on a laptop.
+
+Environment variables:
+
+``POPFLOW_DSN``
+    A PostgreSQL DSN (``postgresql://user:pass@host:5432/db``). Unset: popflow runs its own
+    private PostgreSQL under ``POPFLOW_HOME``. ``memory://`` keeps everything in process
+    memory (nothing survives the process; for tests and trials).
+``POPFLOW_HOME``
+    Where the private PostgreSQL lives (default ``$XDG_DATA_HOME/popflow``, else
+    ``~/.local/share/popflow``).
+``POPFLOW_POSTGRES_BIN``
+    A PostgreSQL ``bin`` directory to use instead of the binaries bundled with popflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from popflow.embedded import default_home
+from popflow.engine.worker import WorkerSettings
+
+MEMORY_DSN = "memory://"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    dsn: str | None = None
+    """None: the embedded PostgreSQL; ``memory://``: in-process memory."""
+    home: Path = dataclasses.field(default_factory=lambda: default_home({}))
+    postgres_bin: Path | None = None
+    pool_size: int = 10
+    worker: WorkerSettings = dataclasses.field(default_factory=WorkerSettings)
+    projection_batch: int = 2000
+    poll_interval: float = 1.0
+    """Longest wait before re-reading the log when no notification arrives."""
+    reclaim_interval: float = 5.0
+    max_agenda_bytes: int = 1024 * 1024
+    """Largest agenda document accepted (its JSON text)."""
+    max_operations: int = 10_000
+
+    @property
+    def uses_memory(self) -> bool:
+        return self.dsn == MEMORY_DSN
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.dsn is None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from ``POPFLOW_*`` variables; ``overrides`` (not None) win."""
+        found: dict[str, Any] = {"home": default_home(environ)}
+        if dsn := environ.get("POPFLOW_DSN"):
+            found["dsn"] = dsn
+        if bin_dir := environ.get("POPFLOW_POSTGRES_BIN"):
+            found["postgres_bin"] = Path(bin_dir)
+        found.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**found)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def redacted(dsn: str) -> str:
+    """The DSN with its password hidden, for messages."""
+    scheme, sep, rest = dsn.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return dsn
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
