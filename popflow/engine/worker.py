@@ -40,6 +40,8 @@ from popflow.events.store import EventStore, RecordedEvent
 
 log = logging.getLogger(__name__)
 
+_TRANSACTION_GRACE = 10.0
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerSettings:
@@ -159,26 +161,34 @@ class Worker:
     async def _claim_until_stopped(self, tg: TaskGroup) -> None:
         while not self._stopping.is_set():
             room = self.settings.max_agendas - self.in_flight
-            claimed: Sequence[ClaimedAgenda] = []
-            if room >= self._low_water(room):
-                claimed = await self._claim(min(room, self.settings.claim_batch))
+            if room < self._worthwhile_claim():
+                await self._wait_for_work()  # an agenda finishing sets _room
+                continue
+            wanted = min(room, self.settings.claim_batch)
+            claimed = await self._claim(wanted)
             for agenda in claimed:
                 tg.start_soon(self._run_claimed, agenda, name=f"popflow-agenda-{agenda.agenda_id}")
-            if len(claimed) < min(room, self.settings.claim_batch):
+            if len(claimed) < wanted:
                 await self._wait_for_work()
 
-    def _low_water(self, room: int) -> int:
-        # With nothing running claim at once; under load, wait for a worthwhile batch.
+    def _worthwhile_claim(self) -> int:
+        """Room needed before claiming: 1 when idle; under load, a quarter batch, so that
+        every finished agenda does not cost a claim transaction of its own."""
         if self.in_flight == 0:
             return 1
-        return max(1, min(self.settings.claim_batch, self.settings.max_agendas) // 4) if room else 1
+        return max(1, min(self.settings.claim_batch, self.settings.max_agendas) // 4)
 
     async def _claim(self, limit: int) -> Sequence[ClaimedAgenda]:
-        try:
-            return await self._queue.claim(self.worker_id, limit, insights=self.settings.insights)
-        except InfrastructureError as exc:
-            log.warning("claim failed, retrying: %s", exc)
-            return []
+        # A claim is a short transaction: let it finish rather than abandon it half-way
+        # on shutdown (bounded, in case the database hangs).
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _TRANSACTION_GRACE):
+            try:
+                return await self._queue.claim(
+                    self.worker_id, limit, insights=self.settings.insights
+                )
+            except InfrastructureError as exc:
+                log.warning("claim failed, retrying: %s", exc)
+        return []
 
     async def _wait_for_work(self) -> None:
         self._room = anyio.Event()

@@ -149,12 +149,13 @@ class PostgresEventStore:
         return int(await self._fetchval(_Q["head"]))
 
     def _decode(self, row: asyncpg.Record) -> RecordedEvent:
+        event = self._codec.decode(row["type"], row["data"])
         return RecordedEvent(
             position=row["position"],
             stream_id=row["stream_id"],
             version=row["version"],
-            type=row["type"],
-            event=self._codec.decode(row["type"], row["data"]),
+            type=event_type(event),  # the current tag, also for an upcast old shape
+            event=event,
             recorded_at=row["recorded_at"],
         )
 

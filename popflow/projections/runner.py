@@ -25,6 +25,8 @@ from popflow.projections.store import Change, ProgressBatch, ProgressStore
 
 log = logging.getLogger(__name__)
 
+_BATCH_DEADLINE = 60.0
+
 
 class ProjectionRunner:
     def __init__(
@@ -68,9 +70,16 @@ class ProjectionRunner:
 
     async def step(self) -> int:
         """Apply one page of events; returns how many (0 when up to date)."""
-        async with self._store.batch() as batch:
-            count = await apply_page(self._events, batch, self._batch_size)
-            position = batch.checkpoint
+        # Shielded (with a bound) so that shutdown never abandons a batch mid-transaction.
+        count, position = 0, self._position
+        with anyio.CancelScope(
+            shield=True, deadline=anyio.current_time() + _BATCH_DEADLINE
+        ) as scope:
+            async with self._store.batch() as batch:
+                count = await apply_page(self._events, batch, self._batch_size)
+                position = batch.checkpoint
+        if scope.cancelled_caught:
+            raise InfrastructureError(f"a projection batch took over {_BATCH_DEADLINE:g} s")
         self._note(position)
         return count
 

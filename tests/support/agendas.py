@@ -19,12 +19,20 @@ def op(name: str, type_: str = "sample", payload: Any = None, **params: Any) -> 
     return Operation(name=name, type=type_, payload=payload, params=params)
 
 
-def agenda(*operations: Operation, customer: str = "acme", **params: Any) -> Agenda:
-    return Agenda(customer_id=customer, operations=list(operations), params=params, cid="cid-1")
+def agenda(
+    *operations: Operation, customer: str = "acme", link_id: str | None = None, **params: Any
+) -> Agenda:
+    return Agenda(
+        customer_id=customer,
+        operations=list(operations),
+        params=params,
+        cid="cid-1",
+        link_id=link_id,
+    )
 
 
-def first_event(spec: Agenda, agenda_id: str = "a-1") -> Event:
-    return submitted(spec, agenda_id=agenda_id, progress_id="p-1", insight=DEFAULT_INSIGHT)
+def first_event(spec: Agenda, agenda_id: str = "a-1", progress_id: str = "p-1") -> Event:
+    return submitted(spec, agenda_id=agenda_id, progress_id=progress_id, insight=DEFAULT_INSIGHT)
 
 
 def recorded(
@@ -46,8 +54,8 @@ def recorded(
 class Scenario:
     """Drives an agenda's state through commands, keeping every event (a pure fake log)."""
 
-    def __init__(self, spec: Agenda) -> None:
-        self.events: list[Event] = [first_event(spec)]
+    def __init__(self, spec: Agenda, *, agenda_id: str = "a-1", progress_id: str = "p-1") -> None:
+        self.events: list[Event] = [first_event(spec, agenda_id, progress_id)]
         self.state: AgendaState = evolve(None, self.events[0])
         self.now = 1_000
 

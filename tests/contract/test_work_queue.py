@@ -1,0 +1,113 @@
+"""The WorkQueue contract, run against the memory and PostgreSQL adapters.
+
+Claims are exclusive (two claimers never get the same agenda), follow queue order, carry
+the agenda's full history, respect insights and held agendas; leases expire when a worker
+stops heartbeating and never while it does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from popflow.bootstrap import Storage
+from popflow.engine.decide import submitted
+from popflow.engine.queue import WorkerInfo
+from popflow.events.store import AppendRequest
+from popflow.events.vocabulary import AgendaDispatched, AgendaInsight, agenda_stream
+from tests.support.agendas import agenda, op
+from tests.support.stores import ADAPTERS, storage_for
+
+
+@pytest.fixture(params=ADAPTERS)
+async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
+    async with storage_for(request.param, request) as opened:
+        yield opened
+
+
+async def submit(
+    storage: Storage, agenda_id: str, *, insight: str = "default", **params: Any
+) -> None:
+    event = submitted(
+        agenda(op("a"), **params),
+        agenda_id=agenda_id,
+        progress_id=f"p-{agenda_id}",
+        insight=AgendaInsight(resource_pool_id="pool", insight_id=insight),
+    )
+    await storage.events.append([AppendRequest(agenda_stream(agenda_id), 0, [event])])
+
+
+async def worker(storage: Storage, worker_id: str) -> str:
+    await storage.queue.register(WorkerInfo(worker_id, "host", 1))
+    return worker_id
+
+
+async def test_claims_follow_queue_order_and_carry_the_history(storage: Storage) -> None:
+    for n in range(3):
+        await submit(storage, f"a{n}")
+    w = await worker(storage, "w1")
+    claimed = await storage.queue.claim(w, 2)
+    assert [c.agenda_id for c in claimed] == ["a0", "a1"]
+    history = claimed[0].history
+    assert [e.type for e in history] == ["agenda.submitted", "agenda.dispatched"]
+    assert history[-1].event == AgendaDispatched(worker_id="w1", dispatch=1)
+    assert [c.agenda_id for c in await storage.queue.claim(w, 5)] == ["a2"]
+    assert await storage.queue.claim(w, 5) == []
+
+
+async def test_concurrent_claimers_never_share_an_agenda(storage: Storage) -> None:
+    for n in range(30):
+        await submit(storage, f"a{n}")
+    got: Counter[str] = Counter()
+
+    async def claimer(name: str) -> None:
+        w = await worker(storage, name)
+        while claimed := await storage.queue.claim(w, 3):
+            got.update(c.agenda_id for c in claimed)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(8):
+            tg.start_soon(claimer, f"w{n}")
+    assert sorted(got) == sorted(f"a{n}" for n in range(30))
+    assert set(got.values()) == {1}
+
+
+async def test_claims_only_from_the_requested_insights(storage: Storage) -> None:
+    await submit(storage, "gpu-job", insight="gpu")
+    await submit(storage, "cpu-job", insight="cpu")
+    w = await worker(storage, "w1")
+    assert [c.agenda_id for c in await storage.queue.claim(w, 5, insights=["gpu"])] == ["gpu-job"]
+    assert [c.agenda_id for c in await storage.queue.claim(w, 5, insights=None)] == ["cpu-job"]
+
+
+async def test_held_agendas_are_never_claimed(storage: Storage) -> None:
+    await submit(storage, "held", doNotRun=None)
+    assert await storage.queue.claim(await worker(storage, "w1"), 5) == []
+
+
+async def test_leases_expire_only_for_silent_workers(storage: Storage) -> None:
+    await submit(storage, "a")
+    await submit(storage, "b")
+    alive, dead = await worker(storage, "alive"), await worker(storage, "dead")
+    await storage.queue.claim(alive, 1)
+    await storage.queue.claim(dead, 1)
+    assert await storage.queue.expired_leases(60, 10) == []
+    await storage.queue.retire(dead)
+    [expired] = await storage.queue.expired_leases(60, 10)
+    assert (expired.agenda_id, expired.worker_id, expired.dispatch) == ("b", "dead", 1)
+    assert await storage.queue.heartbeat(alive)
+    assert not await storage.queue.heartbeat(dead)
+
+
+async def test_a_lease_expires_after_the_timeout_without_heartbeats(storage: Storage) -> None:
+    await submit(storage, "a")
+    w = await worker(storage, "w1")
+    await storage.queue.claim(w, 1)
+    await anyio.sleep(0.3)
+    assert [e.agenda_id for e in await storage.queue.expired_leases(0.2, 10)] == ["a"]
+    await storage.queue.heartbeat(w)
+    assert await storage.queue.expired_leases(0.2, 10) == []
