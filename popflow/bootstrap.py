@@ -26,6 +26,7 @@ from popflow.adapters.memory import Handler, MemoryRunner
 from popflow.embedded import embedded_server
 from popflow.engine.agenda import agenda_from_mapping, parse_agenda
 from popflow.engine.clock import Clock, SystemClock
+from popflow.engine.executor import LeaseLost
 from popflow.engine.memory_queue import MemoryWorkQueue
 from popflow.engine.postgres_queue import PostgresWorkQueue, QueueProjection
 from popflow.engine.queue import WorkQueue
@@ -137,6 +138,8 @@ class Engine:
         self._committer = committer
         self._clock = clock
         self._tg = task_group
+        self._broken: dict[str, Exception] = {}
+        """Streams whose execution, started here, died (watchers raise instead of waiting)."""
         self.agendas = AgendaService(
             storage.events,
             known_type=runner.knows,
@@ -184,10 +187,14 @@ class Engine:
         return submission
 
     async def _execute(self, history: list[RecordedEvent]) -> None:
+        stream = history[0].stream_id
         try:
             await self.worker.execute(history)
-        except Exception:
-            log.exception("agenda %s stopped", history[0].stream_id)
+        except LeaseLost as exc:
+            log.info("%s: another worker carries on", exc)
+        except Exception as exc:
+            log.exception("the execution of %s stopped", stream)
+            self._broken[stream] = exc
 
     async def run(self, agenda: AgendaInput, *, timeout: float | None = None) -> AgendaProgress:
         """Submit, run here, and return the final AgendaProgress."""
@@ -211,6 +218,9 @@ class Engine:
                 version = new[-1].version
                 yield view, new
                 continue
+            if stream in self._broken:
+                error = self._broken[stream]
+                raise InfrastructureError(f"agenda {agenda_id} stopped in this process: {error}")
             await self.storage.events.wait_for_append(
                 await self.storage.events.head(), self.settings.poll_interval
             )
@@ -249,17 +259,27 @@ class Engine:
 
 @asynccontextmanager
 async def open_engine(
-    settings: Settings,
+    settings: Settings | None = None,
     *,
+    dsn: str | None = None,
     handlers: Mapping[str, Handler] | None = None,
     claim: bool = True,
     reclaim: bool = True,
     clock: Clock | None = None,
     storage: Storage | None = None,
 ) -> AsyncIterator[Engine]:
-    """A running engine. ``claim=False``: run only what :meth:`Engine.start` hands it;
-    ``reclaim=False``: leave expired leases to other processes; ``storage``: share storage
-    opened with :func:`open_storage` (several engines on one memory store, for instance)."""
+    """A running engine, stopped gracefully when the block exits.
+
+    ``settings`` default to the environment (``POPFLOW_DSN``, ``POPFLOW_HOME``: see
+    :mod:`popflow.settings`); ``dsn`` overrides the database (``memory://`` for memory).
+    ``handlers`` map operation types to async functions, next to the built-in ones.
+    ``claim=False``: run only what :meth:`Engine.start` hands it; ``reclaim=False``: leave
+    expired leases to other processes; ``storage``: share storage opened with
+    :func:`open_storage` (several engines on one memory store, for instance).
+    """
+    settings = settings or Settings.from_environment()
+    if dsn is not None:
+        settings = settings.replace(dsn=dsn)
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
         if storage is None:
@@ -326,7 +346,17 @@ async def _running_engine(
             worker.stop()
             with anyio.CancelScope(shield=True):
                 await worker_done.wait()
+                await _final_catch_up(projection)
             tg.cancel_scope.cancel()
+
+
+async def _final_catch_up(projection: ProjectionRunner) -> None:
+    """Project what the stopping worker wrote last (hand-backs), within a bound."""
+    with anyio.move_on_after(10):
+        try:
+            await projection.catch_up()
+        except InfrastructureError as exc:
+            log.warning("progress not caught up at shutdown: %s", exc)
 
 
 async def _run_worker(

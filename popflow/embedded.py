@@ -94,7 +94,7 @@ class EmbeddedServer:
 
     @property
     def data_dir(self) -> Path:
-        return self.postgres_dir / "data"
+        return data_directory(self.home)
 
     @property
     def socket_dir(self) -> Path:
@@ -138,6 +138,11 @@ class _Account:
         if directory.st_gid in os.getgrouplist(self.name, self.gid):
             return bool(directory.st_mode & stat.S_IXGRP)
         return bool(directory.st_mode & stat.S_IXOTH)
+
+
+def data_directory(home: StrPath) -> Path:
+    """Where the private server under ``home`` keeps its cluster (whether it exists or not)."""
+    return Path(home) / "postgres" / "data"
 
 
 def default_home(environ: Mapping[str, str]) -> Path:

@@ -20,14 +20,17 @@ Environment variables:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from popflow.embedded import default_home
 from popflow.engine.worker import WorkerSettings
+from popflow.errors import CallerError
 
 MEMORY_DSN = "memory://"
+_SCHEMES = ("postgresql://", "postgres://", MEMORY_DSN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +57,20 @@ class Settings:
     def uses_embedded(self) -> bool:
         return self.dsn is None
 
+    def __post_init__(self) -> None:
+        if self.dsn is not None and not self.dsn.startswith(_SCHEMES):
+            raise CallerError(
+                f"not a database address: {redacted(self.dsn)!r}; expected "
+                "postgresql://user:password@host:port/database, or memory://"
+            )
+
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
-        """Settings from ``POPFLOW_*`` variables; ``overrides`` (not None) win."""
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from ``POPFLOW_*`` variables (default: this process's environment);
+        ``overrides`` that are not None win."""
+        environ = os.environ if environ is None else environ
         found: dict[str, Any] = {"home": default_home(environ)}
         if dsn := environ.get("POPFLOW_DSN"):
             found["dsn"] = dsn

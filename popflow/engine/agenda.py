@@ -78,8 +78,7 @@ class _AgendaInput(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
 def parse_agenda(data: bytes | str, *, max_bytes: int) -> Agenda:
     """Decode a submitted agenda from JSON text; InvalidAgenda says what is wrong with it."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if len(raw) > max_bytes:
-        raise InvalidAgenda([_too_large(len(raw), max_bytes)])
+    check_size(len(raw), max_bytes=max_bytes)
     document = _decode_json(raw)
     if not isinstance(document, dict):
         raise InvalidAgenda([f"An agenda must be a JSON object, got {_kind(document)}."])
@@ -88,6 +87,12 @@ def parse_agenda(data: bytes | str, *, max_bytes: int) -> Agenda:
     except msgspec.ValidationError as exc:
         raise InvalidAgenda([str(exc)]) from exc
     return _agenda(submitted)
+
+
+def check_size(size: int, *, max_bytes: int) -> None:
+    """InvalidAgenda when an agenda of ``size`` bytes is over the limit (check before reading)."""
+    if size > max_bytes:
+        raise InvalidAgenda([_too_large(size, max_bytes)])
 
 
 def agenda_from_mapping(obj: Mapping[str, Any], *, max_bytes: int) -> Agenda:

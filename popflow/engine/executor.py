@@ -315,7 +315,11 @@ class AgendaExecution:
         try:
             await self._append(AppendRequest(self._stream, self._state.version, events))
         except Exception as exc:  # noqa: BLE001 - the lease will expire instead
-            log.warning("agenda %s: could not hand back: %s", self._state.agenda_id, exc)
+            log.warning(
+                "agenda %s not handed back (%s): another worker resumes it when its lease expires",
+                self._state.agenda_id,
+                exc,
+            )
 
     # --- running ---------------------------------------------------------------------------
 
