@@ -21,6 +21,7 @@ from popflow.engine.worker import WorkerSettings
 from popflow.events.vocabulary import (
     AgendaReclaimed,
     OperationProgressed,
+    OperationsGenerated,
     OperationStarted,
     agenda_stream,
 )
@@ -32,7 +33,13 @@ AGENDA = {
     "customerId": "acme",
     "operations": [
         {"name": "first", "type": "fast"},
-        {"name": "second", "type": "slow", "params": {"dependsOn": "first"}},
+        {
+            "name": "expand",
+            "type": "updateAgenda",
+            "payload": {"operations": [{"name": "extra", "type": "fast"}]},
+            "params": {"dependsOn": "first"},
+        },
+        {"name": "second", "type": "slow", "params": {"dependsOn": "expand"}},
         {"name": "third", "type": "fast", "payload": "@<second.out>"},
     ],
 }
@@ -78,11 +85,19 @@ async def test_an_agenda_resumes_after_its_worker_is_killed(database_dsn: str) -
         history = [e.event for e in await engine.history(agenda_id)]
 
     assert progress.processing_state_message == "succeeded"
-    assert calls == Counter({"second": 1, "third": 1})  # "first" is not run again
+    assert calls == Counter({"second": 1, "third": 1})  # succeeded operations do not run again
     started = [
         (e.operation, e.attempt, e.dispatch) for e in history if isinstance(e, OperationStarted)
     ]
-    assert started == [("first", 1, 1), ("second", 1, 1), ("second", 1, 2), ("third", 1, 2)]
+    assert started == [
+        ("first", 1, 1),
+        ("expand", 1, 1),
+        ("second", 1, 1),
+        ("extra", 1, 1),
+        ("second", 1, 2),
+        ("third", 1, 2),
+    ]
+    assert sum(isinstance(e, OperationsGenerated) for e in history) == 1
     [reclaim] = [e for e in history if isinstance(e, AgendaReclaimed)]
     assert "heartbeat" in reclaim.reason
     [prior] = priors

@@ -1,0 +1,98 @@
+"""The OperationRunner contract: what the executor relies on from any runner.
+
+Every runner must run POP's ``sample`` operation type (the in-memory runner with its
+built-in handler today; process and pod runners with the sample handler program and image),
+so the contract is stated in terms of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from popflow.adapters.handlers import BUILTIN_HANDLERS
+from popflow.adapters.memory import MemoryRunner
+from popflow.engine.runner import Failed, Invocation, OperationRunner, ProgressReport, Succeeded
+from popflow.events.vocabulary import Operation
+
+RUNNERS = ["memory"]
+
+
+@pytest.fixture(params=RUNNERS)
+def runner(request: pytest.FixtureRequest) -> OperationRunner:
+    assert request.param == "memory"
+    return MemoryRunner(BUILTIN_HANDLERS)
+
+
+def invocation(
+    payload: Any, *, type_: str = "sample", prior: dict[str, Any] | None = None
+) -> Invocation:
+    return Invocation(
+        agenda_id="a-1",
+        progress_id="p-1",
+        customer_id="acme",
+        cid="c-1",
+        operation=Operation(name="op", type=type_, payload=payload),
+        payload=payload,
+        attempt=1,
+        prior_progress=prior,
+    )
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.seen: list[ProgressReport] = []
+
+    async def __call__(self, report: ProgressReport) -> None:
+        self.seen.append(report)
+
+
+def sleeping(ms: int, action: str = "log", **params: Any) -> dict[str, Any]:
+    return {"action": action, "paramsMap": {"sleepMilliseconds": ms, **params}}
+
+
+async def test_it_knows_the_types_it_can_run(runner: OperationRunner) -> None:
+    assert runner.knows("sample")
+    assert not runner.knows("no-such-type")
+    assert "sample" in runner.known_types()
+
+
+async def test_the_output_is_the_result(runner: OperationRunner) -> None:
+    outcome = await runner.run(invocation({"resultPayload": {"actionData": "output!"}}), Reports())
+    assert outcome == Succeeded({"actionData": "output!"})
+
+
+async def test_a_failing_operation_is_an_outcome_with_its_reason(runner: OperationRunner) -> None:
+    payload = {"actions": [{"action": "exception", "paramsMap": {"exceptionMessage": "bad input"}}]}
+    outcome = await runner.run(invocation(payload), Reports())
+    assert isinstance(outcome, Failed)
+    assert "bad input" in outcome.diagnostics[0].message
+
+
+async def test_progress_is_reported_while_it_runs(runner: OperationRunner) -> None:
+    reports = Reports()
+    outcome = await runner.run(invocation({"actions": [sleeping(2000)]}), reports)
+    assert isinstance(outcome, Succeeded)
+    assert [r.percent_complete for r in reports.seen] == [50.0, 100.0]
+    assert all(r.params and "JobId" in r.params for r in reports.seen)
+    assert outcome.params is not None
+
+
+async def test_an_unknown_type_fails_without_raising(runner: OperationRunner) -> None:
+    outcome = await runner.run(invocation({}, type_="no-such-type"), Reports())
+    assert isinstance(outcome, Failed)
+    assert "no-such-type" in outcome.diagnostics[0].message
+
+
+async def test_cancellation_propagates(runner: OperationRunner) -> None:
+    with anyio.move_on_after(0.2) as scope:
+        await runner.run(invocation({"actions": [sleeping(30_000)]}), Reports())
+    assert scope.cancelled_caught
+
+
+async def test_the_prior_progress_reaches_the_operation(runner: OperationRunner) -> None:
+    prior = {"params": {"JobId": "earlier"}, "percentComplete": 40}
+    outcome = await runner.run(invocation({"resultPayload": 1}, prior=prior), Reports())
+    assert outcome == Succeeded(1)
