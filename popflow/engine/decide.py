@@ -159,6 +159,21 @@ def startable(state: AgendaState) -> list[str]:
     ]
 
 
+def can_start(state: AgendaState, name: str) -> bool:
+    """Whether one operation may start now (the rule of :func:`startable`, for one name)."""
+    op = state.operations.get(name)
+    if op is None or op.status is not OperationStatus.PENDING:
+        return False
+    if state.status is not AgendaStatus.RUNNING or state.failed:
+        return False
+    return all(_has_succeeded(state, dependency) for dependency in op.depends_on)
+
+
+def _has_succeeded(state: AgendaState, name: str) -> bool:
+    dependency = state.operations.get(name)
+    return dependency is not None and dependency.status is OperationStatus.SUCCEEDED
+
+
 def is_current(state: AgendaState, dispatch: int) -> bool:
     """Whether ``dispatch`` still holds the agenda."""
     return state.status.is_leased and state.dispatch == dispatch
@@ -178,7 +193,7 @@ def _require_holder(state: AgendaState, dispatch: int, status: AgendaStatus, act
 
 def _start_operation(state: AgendaState, name: str, dispatch: int) -> list[Event]:
     _require_holder(state, dispatch, AgendaStatus.RUNNING, f"start operation [{name}]")
-    if name not in startable(state):
+    if not can_start(state, name):
         raise InvalidTransition(f"operation [{name}] of agenda {state.agenda_id} cannot start now")
     op = state.operation(name)
     # An interrupted attempt is resumed (same number, so a pod can be adopted), not retried.

@@ -196,16 +196,12 @@ class AgendaExecution:
     def _plan(self) -> None:
         if self._tentative.status is not AgendaStatus.RUNNING:
             return
-        ready = startable(self._tentative)
-        for name in ready:
-            if (
-                len(self._tentative.in_status(OperationStatus.RUNNING))
-                >= self._settings.max_parallel_operations
-            ):
-                break
-            if not self._take_slot():
+        running = len(self._tentative.in_status(OperationStatus.RUNNING))
+        for name in startable(self._tentative):
+            if running >= self._settings.max_parallel_operations or not self._take_slot():
                 break
             self._reserved += 1
+            running += 1
             self._apply(StartOperation(name, self._dispatch))
         self._return_credits()
         if not self._tentative.in_status(OperationStatus.RUNNING) and not startable(

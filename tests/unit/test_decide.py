@@ -12,6 +12,7 @@ from popflow.engine.decide import (
     ReportProgress,
     Start,
     StartOperation,
+    can_start,
     decide,
     startable,
     submitted,
@@ -351,3 +352,19 @@ def test_replaying_a_prefix_gives_the_state_at_that_version() -> None:
         "succeeded",
     ]
     assert [st.version for st in states if st] == [1, 2, 3, 4, 5, 6]
+
+
+def test_can_start_agrees_with_startable_at_every_step() -> None:
+    s = running(op("a"), op("b", dependsOn="a"), op("c", payload="@<b.out>"), op("d"))
+    commands = [
+        StartOperation("a", 1),
+        StartOperation("d", 1),
+        RecordOutcome("a", 1, 1, Succeeded()),
+        StartOperation("b", 1),
+        RecordOutcome("b", 1, 1, Succeeded()),
+        RecordOutcome("d", 1, 1, boom()),
+    ]
+    for command in commands:
+        assert [n for n in s.state.operations if can_start(s.state, n)] == startable(s.state)
+        s.do(command)
+    assert [n for n in s.state.operations if can_start(s.state, n)] == startable(s.state) == []
