@@ -28,7 +28,7 @@ from popflow.engine.agenda import agenda_from_mapping, parse_agenda
 from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.executor import LeaseLost
 from popflow.engine.memory_queue import MemoryWorkQueue
-from popflow.engine.postgres_queue import PostgresWorkQueue, QueueProjection
+from popflow.engine.postgres_queue import PostgresWorkQueue
 from popflow.engine.queue import WorkQueue
 from popflow.engine.reclaimer import Reclaimer
 from popflow.engine.service import AgendaService, Submission, SubmissionLimits
@@ -75,7 +75,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     async with AsyncExitStack() as stack:
         dsn = await stack.enter_async_context(database_dsn(settings))
         pool = await stack.enter_async_context(_pool(dsn, settings.pool_size))
-        store = PostgresEventStore(pool, inline=[QueueProjection()])
+        store = PostgresEventStore(pool)
         await store.listen()
         stack.push_async_callback(store.close)
         yield Storage(store, PostgresWorkQueue(store), PostgresProgressStore(pool), pool, dsn)
@@ -94,10 +94,17 @@ async def database_dsn(settings: Settings) -> AsyncIterator[str]:
 _CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+async def _keep_session(_conn: object) -> None:
+    """Pool connections need no reset query: popflow sets no session state (asyncpg still
+    rolls back an unfinished transaction), which saves a round trip per checkout."""
+
+
 @asynccontextmanager
 async def _pool(dsn: str, size: int) -> AsyncIterator[asyncpg.Pool]:
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max(size, 4))
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max(size, 4), reset=_keep_session
+        )
     except _CONNECT_ERRORS as exc:
         raise InfrastructureError(
             f"cannot connect to PostgreSQL at {redacted(dsn)}: {exc}"
@@ -142,6 +149,7 @@ class Engine:
         """Streams whose execution, started here, died (watchers raise instead of waiting)."""
         self.agendas = AgendaService(
             storage.events,
+            append=committer.append,
             known_type=runner.knows,
             limits=SubmissionLimits(max_operations=settings.max_operations),
         )
@@ -369,8 +377,10 @@ async def _run_worker(
 
 
 async def rebuild_projections(settings: Settings) -> int:
-    """Rebuild the progress rows from the whole log; returns the number of events replayed."""
+    """Rebuild the work queue and the progress rows from the whole log; returns the number
+    of events replayed into the progress rows."""
     async with open_storage(settings) as storage:
+        await storage.queue.rebuild()
         runner = ProjectionRunner(
             storage.events, storage.progress, batch_size=settings.projection_batch
         )

@@ -37,9 +37,16 @@ class MemoryWorkQueue:
             else:
                 self._entries[recorded.stream_id] = entry
 
-    def entries(self) -> list[QueueEntry]:
-        """The queue, in line order (for inspection and tests)."""
+    def _line(self) -> list[QueueEntry]:
         return sorted(self._entries.values(), key=lambda e: e.enqueued_position)
+
+    async def entries(self) -> list[QueueEntry]:
+        return self._line()
+
+    async def rebuild(self) -> None:
+        async with self._store.lock:
+            self._entries.clear()
+            self._apply(await self._store.read_all(after=0, limit=2**62))
 
     async def register(self, worker: WorkerInfo) -> None:
         self._heartbeats[worker.worker_id] = self._clock()
@@ -59,7 +66,7 @@ class MemoryWorkQueue:
         async with self._store.lock:
             ready = [
                 e
-                for e in self.entries()
+                for e in self._line()
                 if e.status == "ready" and (insights is None or e.insight_id in insights)
             ][:limit]
             claimed = []
@@ -81,7 +88,7 @@ class MemoryWorkQueue:
         deadline = self._clock() - lease_seconds
         expired = [
             ExpiredLease(e.agenda_id, e.stream_id, e.worker_id, e.dispatch)
-            for e in self.entries()
+            for e in self._line()
             if e.status != "ready" and self._heartbeats.get(e.worker_id or "", -1e18) < deadline
         ]
         return expired[:limit]

@@ -1,10 +1,11 @@
 """The work queue on PostgreSQL: ``popflow.agenda_queue`` plus worker heartbeats.
 
-The queue table is an inline projection (:mod:`popflow.projections.queue`) kept by the
-event store in every append that touches it. A claim is one transaction: pick ready rows
-with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers take different agendas instead of
+The queue table is an inline projection of the agenda streams, kept by a trigger on
+``popflow.events`` within every append (the work-queue migration; the same fold as
+:mod:`popflow.projections.queue`). A claim is one transaction: pick ready rows with
+``FOR UPDATE SKIP LOCKED`` (concurrent claimers take different agendas instead of
 waiting), read their streams, decide ``Dispatch`` for each and append the events, which
-updates the rows through the same inline projection before commit.
+update the rows through the trigger before commit.
 
 Leases are judged by the database clock (``now()``), so workers on machines with skewed
 clocks still agree on who is dead.
@@ -18,57 +19,13 @@ import asyncpg
 
 from popflow.engine.queue import ClaimedAgenda, ExpiredLease, WorkerInfo, dispatch_request
 from popflow.errors import InfrastructureError
-from popflow.events.postgres import Connection, PostgresEventStore
+from popflow.events.postgres import PostgresEventStore
 from popflow.events.sql import load_queries
-from popflow.events.store import Appended, RecordedEvent
-from popflow.projections.queue import RELEVANT_TYPES, QueueEntry, fold
+from popflow.events.store import Appended
+from popflow.projections.queue import QueueEntry
 
 _Q = load_queries(__package__, "postgres_queue.sql")
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-class QueueProjection:
-    """Keeps ``popflow.agenda_queue`` in step with the events, inside each append."""
-
-    relevant_types = RELEVANT_TYPES
-
-    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        relevant = [e for e in events if e.type in RELEVANT_TYPES]
-        if not relevant:
-            return
-        streams = list(dict.fromkeys(e.stream_id for e in relevant))
-        rows = await conn.fetch(_Q["load_entries"], streams)
-        entries: dict[str, QueueEntry | None] = {r["stream_id"]: _entry(r) for r in rows}
-        for recorded in relevant:
-            entries[recorded.stream_id] = fold(entries.get(recorded.stream_id), recorded)
-        await self._save(conn, entries)
-
-    async def _save(self, conn: Connection, entries: dict[str, QueueEntry | None]) -> None:
-        kept = [e for e in entries.values() if e is not None]
-        gone = [stream for stream, e in entries.items() if e is None]
-        if kept:
-            await conn.execute(_Q["upsert_entries"], *_columns(kept))
-        if gone:
-            await conn.execute(_Q["delete_entries"], gone)
-
-
-def _entry(row: asyncpg.Record) -> QueueEntry:
-    return QueueEntry(**dict(row))
-
-
-def _columns(entries: Sequence[QueueEntry]) -> tuple[list[object], ...]:
-    fields = (
-        "stream_id",
-        "agenda_id",
-        "resource_pool_id",
-        "insight_id",
-        "customer_id",
-        "status",
-        "enqueued_position",
-        "dispatch",
-        "worker_id",
-    )
-    return tuple([getattr(e, f) for e in entries] for f in fields)
 
 
 class PostgresWorkQueue:
@@ -110,6 +67,17 @@ class PostgresWorkQueue:
             for (agenda_id, (request, _)), (result, recorded) in zip(planned, outcomes, strict=True)
             if isinstance(result, Appended)
         ]
+
+    async def entries(self) -> list[QueueEntry]:
+        """The queue, in line order (for inspection and tests)."""
+        try:
+            rows = await self._store.pool.fetch(_Q["entries"])
+        except _DRIVER_ERRORS as exc:
+            raise InfrastructureError(f"could not read the queue: {exc}") from exc
+        return [QueueEntry(**dict(row)) for row in rows]
+
+    async def rebuild(self) -> None:
+        await self._execute(_Q["rebuild"])
 
     async def expired_leases(self, lease_seconds: float, limit: int) -> list[ExpiredLease]:
         try:

@@ -9,24 +9,14 @@ ORDER BY enqueued_position
 LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
--- name: load_entries
+-- name: entries
 SELECT stream_id, agenda_id, resource_pool_id, insight_id, customer_id, status,
        enqueued_position, dispatch, worker_id
 FROM popflow.agenda_queue
-WHERE stream_id = ANY ($1::text[]);
+ORDER BY enqueued_position;
 
--- name: upsert_entries
-INSERT INTO popflow.agenda_queue AS q (stream_id, agenda_id, resource_pool_id, insight_id,
-                                       customer_id, status, enqueued_position, dispatch,
-                                       worker_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::bigint[], $8::int[], $9::text[])
-ON CONFLICT (stream_id) DO UPDATE
-SET status = excluded.status, dispatch = excluded.dispatch, worker_id = excluded.worker_id,
-    updated_at = clock_timestamp();
-
--- name: delete_entries
-DELETE FROM popflow.agenda_queue WHERE stream_id = ANY ($1::text[]);
+-- name: rebuild
+SELECT popflow.rebuild_queue();
 
 -- name: register
 INSERT INTO popflow.workers (worker_id, host, pid) VALUES ($1, $2, $3)

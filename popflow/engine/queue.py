@@ -19,8 +19,9 @@ from typing import Protocol
 import msgspec
 
 from popflow.engine.decide import Dispatch, decide
-from popflow.engine.state import AgendaState, replay
+from popflow.engine.state import AgendaState, AgendaStatus, replay
 from popflow.events.store import AppendRequest, RecordedEvent
+from popflow.projections.queue import QueueEntry
 
 
 class ClaimedAgenda(msgspec.Struct, frozen=True):
@@ -64,13 +65,21 @@ class WorkQueue(Protocol):
         """Leased agendas whose worker has not heartbeat for ``lease_seconds``."""
         ...
 
+    async def entries(self) -> list[QueueEntry]:
+        """The queue in line order: every ready or leased agenda."""
+        ...
+
+    async def rebuild(self) -> None:
+        """Recompute the queue from the whole event log."""
+        ...
+
 
 def dispatch_request(
     stream_id: str, history: Sequence[RecordedEvent], worker_id: str
 ) -> tuple[AppendRequest, AgendaState] | None:
     """The append that dispatches a ready agenda to ``worker_id``; None if it is not ready."""
     state = replay(e.event for e in history)
-    if state is None or state.status.value != "ready":
+    if state is None or state.status is not AgendaStatus.READY:
         return None
     events = decide(state, Dispatch(worker_id), now_ms=0)
     return AppendRequest(stream_id, state.version, events), state

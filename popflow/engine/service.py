@@ -14,8 +14,9 @@ History is the agenda's stream as recorded; :meth:`AgendaService.state_at` and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -23,7 +24,14 @@ from popflow.engine.decide import Dispatch, decide, submitted
 from popflow.engine.state import AgendaState, evolve, replay
 from popflow.engine.validation import check_agenda
 from popflow.errors import CallerError, NotFound
-from popflow.events.store import Appended, AppendRequest, EventStore, RecordedEvent
+from popflow.events.store import (
+    Appended,
+    AppendRequest,
+    AppendResult,
+    EventStore,
+    RecordedEvent,
+    append_one_result,
+)
 from popflow.events.vocabulary import Agenda, AgendaInsight, AgendaSubmitted, Event, agenda_stream
 from popflow.projections.progress import AgendaProgress, fold_all
 
@@ -56,12 +64,14 @@ class AgendaService:
         self,
         events: EventStore,
         *,
+        append: Callable[[AppendRequest], Awaitable[AppendResult]] | None = None,
         known_type: Callable[[str], bool] | None = None,
         route: Callable[[Agenda], AgendaInsight] = lambda _agenda: DEFAULT_INSIGHT,
         limits: SubmissionLimits | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._events = events
+        self._append = append or functools.partial(append_one_result, events)
         self._known_type = known_type
         self._route = route
         self._limits = limits or SubmissionLimits()
@@ -93,7 +103,7 @@ class AgendaService:
         events: list[Event] = [first]
         if dispatch_to is not None:
             events += decide(evolve(None, first), Dispatch(dispatch_to), now_ms=0)
-        [result] = await self._events.append([AppendRequest(agenda_stream(agenda_id), 0, events)])
+        result = await self._append(AppendRequest(agenda_stream(agenda_id), 0, events))
         if isinstance(result, Appended):
             return Submission(
                 agenda_id=agenda_id, progress_id=first.progress_id, position=result.last_position

@@ -7,8 +7,9 @@ advisory lock, assigns consecutive positions and notifies listeners on the
 the same stream are split into rounds applied in order inside one transaction, so each
 request is checked against the stream as the previous ones left it.
 
-Inline projections (the work queue) run in the same transaction as the append, so they
-are never behind the events. Everything else reads the log after the fact.
+Tables that must never lag the events (the work queue) follow them through a trigger
+inside the same statement (see the work-queue migration); everything else reads the log
+after the fact.
 
 Event payloads are stored as ``jsonb``: they can be inspected with plain SQL, e.g.
 ``SELECT data->>'operation' FROM popflow.events WHERE type = 'operation.failed'``.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 import asyncpg
@@ -44,15 +45,6 @@ Connection: TypeAlias = (
 """A connection, or a pool's proxy of one."""
 
 
-class PostgresInlineProjection(Protocol):
-    """Keeps a table consistent with the events, inside the append's transaction."""
-
-    relevant_types: frozenset[str]
-    """Batches without events of these types skip the projection (and the transaction)."""
-
-    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
-
-
 class PostgresEventStore:
     """The :class:`~popflow.events.store.EventStore` on a PostgreSQL connection pool."""
 
@@ -61,17 +53,12 @@ class PostgresEventStore:
         pool: asyncpg.Pool,
         *,
         codec: Codec | None = None,
-        inline: Sequence[PostgresInlineProjection] = (),
     ) -> None:
         self._pool = pool
         self._codec = codec or default_codec()
-        self._inline = list(inline)
         self._listener: Connection | None = None
         self._appended = anyio.Event()
         self._latest_notified = 0
-
-    def add_inline_projection(self, projection: PostgresInlineProjection) -> None:
-        self._inline.append(projection)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -84,7 +71,7 @@ class PostgresEventStore:
             return []
         rounds = _rounds(requests)
         try:
-            if len(rounds) == 1 and not self._needs_transaction(rounds[0]):
+            if len(rounds) == 1:  # the common case: one statement, its own transaction
                 async with self._pool.acquire() as conn:
                     return [result for result, _ in await self._append_round(conn, rounds[0])]
             async with self.transaction() as tx:
@@ -94,29 +81,19 @@ class PostgresEventStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        """A transaction in which SQL and appends (with inline projections) commit together."""
+        """A transaction in which SQL and appends commit together (claims use it)."""
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield PostgresTransaction(self, conn)
         except _DRIVER_ERRORS as exc:
             raise InfrastructureError(f"transaction failed: {exc}") from exc
 
-    def _needs_transaction(self, requests: Sequence[AppendRequest]) -> bool:
-        """Whether an inline projection cares about any event of the batch."""
-        types = {event_type(e) for r in requests for e in r.events}
-        return any(types & p.relevant_types for p in self._inline)
-
     async def _append_round(
         self, conn: Connection, requests: Sequence[AppendRequest]
     ) -> list[tuple[AppendResult, list[RecordedEvent]]]:
         encoded = [[self._codec.encode(e).decode() for e in r.events] for r in requests]
         rows = await conn.fetch(_Q["append_events"], *_append_arguments(requests, encoded))
-        outcome = [_result(request, row) for request, row in zip(requests, rows, strict=True)]
-        recorded = [event for _, events in outcome for event in events]
-        if recorded:
-            for projection in self._inline:
-                await projection.apply(conn, recorded)
-        return outcome
+        return [_result(request, row) for request, row in zip(requests, rows, strict=True)]
 
     # --- reading --------------------------------------------------------------------------
 

@@ -107,9 +107,15 @@ class EventStore(Protocol):
         ...
 
 
+async def append_one_result(store: EventStore, request: AppendRequest) -> AppendResult:
+    """Append a single request (in a batch of its own)."""
+    [result] = await store.append([request])
+    return result
+
+
 async def append_one(store: EventStore, request: AppendRequest) -> Appended:
     """Append a single request, raising :class:`ConcurrencyConflict` when it is stale."""
-    [result] = await store.append([request])
+    result = await append_one_result(store, request)
     if isinstance(result, Conflict):
         raise result.error()
     return result

@@ -18,7 +18,13 @@ from popflow.bootstrap import Storage
 from popflow.engine.decide import submitted
 from popflow.engine.queue import WorkerInfo
 from popflow.events.store import AppendRequest
-from popflow.events.vocabulary import AgendaDispatched, AgendaInsight, agenda_stream
+from popflow.events.vocabulary import (
+    AgendaDispatched,
+    AgendaFailed,
+    AgendaInsight,
+    AgendaReclaimed,
+    agenda_stream,
+)
 from tests.support.agendas import agenda, op
 from tests.support.stores import ADAPTERS, storage_for
 
@@ -111,3 +117,24 @@ async def test_a_lease_expires_after_the_timeout_without_heartbeats(storage: Sto
     assert [e.agenda_id for e in await storage.queue.expired_leases(0.2, 10)] == ["a"]
     await storage.queue.heartbeat(w)
     assert await storage.queue.expired_leases(0.2, 10) == []
+
+
+async def test_a_rebuild_reproduces_the_queue(storage: Storage) -> None:
+    for n in range(4):
+        await submit(storage, f"a{n}")
+    await submit(storage, "held", doNotRun=True)
+    w = await worker(storage, "w1")
+    [first, second] = await storage.queue.claim(w, 2)
+    state_events = [e.event for e in second.history]
+    reclaim = AgendaReclaimed(worker_id="w1", dispatch=1, reason="test")
+    await storage.events.append([AppendRequest(agenda_stream("a1"), len(state_events), [reclaim])])
+    done = AgendaFailed(dispatch=1, failed_operations=[])
+    await storage.events.append([AppendRequest(agenda_stream("a0"), len(first.history), [done])])
+    before = await storage.queue.entries()
+    assert [(e.agenda_id, e.status) for e in before] == [
+        ("a1", "ready"),
+        ("a2", "ready"),
+        ("a3", "ready"),
+    ]
+    await storage.queue.rebuild()
+    assert await storage.queue.entries() == before

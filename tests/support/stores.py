@@ -9,7 +9,7 @@ import pytest
 
 from popflow.bootstrap import Storage
 from popflow.engine.memory_queue import MemoryWorkQueue
-from popflow.engine.postgres_queue import PostgresWorkQueue, QueueProjection
+from popflow.engine.postgres_queue import PostgresWorkQueue
 from popflow.events.memory import MemoryEventStore
 from popflow.events.postgres import PostgresEventStore
 from popflow.projections.memory import MemoryProgressStore
@@ -27,7 +27,7 @@ async def storage_for(kind: str, request: pytest.FixtureRequest) -> AsyncIterato
         yield Storage(events, MemoryWorkQueue(events), MemoryProgressStore())
         return
     async with fresh_pool(request.getfixturevalue("postgres_template")) as pool:
-        store = PostgresEventStore(pool, inline=[QueueProjection()])
+        store = PostgresEventStore(pool)
         await store.listen()
         try:
             yield Storage(store, PostgresWorkQueue(store), PostgresProgressStore(pool), pool)

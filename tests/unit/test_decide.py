@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from popflow.engine.decide import (
+    Command,
     Dispatch,
     Finish,
     Reclaim,
@@ -356,7 +357,7 @@ def test_replaying_a_prefix_gives_the_state_at_that_version() -> None:
 
 def test_can_start_agrees_with_startable_at_every_step() -> None:
     s = running(op("a"), op("b", dependsOn="a"), op("c", payload="@<b.out>"), op("d"))
-    commands = [
+    commands: list[Command] = [
         StartOperation("a", 1),
         StartOperation("d", 1),
         RecordOutcome("a", 1, 1, Succeeded()),

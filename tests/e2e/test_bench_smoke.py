@@ -1,0 +1,52 @@
+"""The benchmark's smoke run, as a user runs it: ``python -m bench --quick --no-write``.
+
+It runs as a real process against the test server (pgbench's table in a fresh test
+database, popflow's runs in databases the benchmark creates beside it). Speed is not
+asserted here, only that every figure of the table was measured: targets live in the
+benchmark's report, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import anyio
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+REPORT = REPOSITORY / "docs" / "benchmarks.md"
+_ROW = re.compile(r"^\| (?P<measure>[^|]+?) \| (?P<figures>[0-9.,]+ \| [0-9.,]+ \| [0-9.,]+) \|$")
+
+
+def summary_table(output: str) -> dict[str, list[float]]:
+    """The summary rows of the printed results: measure -> (median, min, max)."""
+    rows = {}
+    for line in output.splitlines():
+        if found := _ROW.match(line):
+            figures = found["figures"].replace(",", "").split(" | ")
+            rows[found["measure"]] = [float(f) for f in figures]
+    return rows
+
+
+async def test_the_quick_benchmark_measures_every_figure(database_dsn: str) -> None:
+    report_before = REPORT.read_bytes() if REPORT.exists() else None
+    command = [sys.executable, "-m", "bench", "--quick", "--no-write", "--dsn", database_dsn]
+
+    with anyio.fail_after(90):
+        done = await anyio.run_process(command, cwd=REPOSITORY, check=False)
+
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    table = summary_table(done.stdout.decode())
+    assert {
+        "pgbench single-row INSERT, transactions/s",
+        "pgbench 100-row INSERT, rows/s",
+        "popflow operations/s",
+        "popflow agendas/s",
+        "popflow events appended/s",
+        "group commit: append requests per round",
+        "**ratio** popflow events/s ÷ pgbench single-row tps",
+        "**ratio** popflow operations/s ÷ pgbench single-row tps",
+    } <= set(table)
+    assert all(figure > 0 for figures in table.values() for figure in figures), table
+    assert (REPORT.read_bytes() if REPORT.exists() else None) == report_before
