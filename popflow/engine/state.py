@@ -20,7 +20,6 @@ with RUNNING --(agenda reclaimed)--> PENDING: the next attempt resumes it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -76,8 +75,7 @@ class OperationStatus(StrEnum):
     FAILED = "failed"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class OperationState:
+class OperationState(msgspec.Struct, frozen=True):
     spec: Operation
     depends_on: frozenset[str]
     status: OperationStatus = OperationStatus.PENDING
@@ -93,8 +91,7 @@ class OperationState:
         return self.spec.name
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class AgendaState:
+class AgendaState(msgspec.Struct, frozen=True, kw_only=True):
     agenda_id: str
     progress_id: str
     agenda: Agenda
@@ -116,8 +113,8 @@ class AgendaState:
 
     def with_operation(self, op: OperationState, **changes: Any) -> AgendaState:
         operations = dict(self.operations)
-        operations[op.name] = dataclasses.replace(op, **changes)
-        return dataclasses.replace(self, operations=MappingProxyType(operations))
+        operations[op.name] = msgspec.structs.replace(op, **changes)
+        return msgspec.structs.replace(self, operations=MappingProxyType(operations))
 
     def in_status(self, status: OperationStatus) -> list[OperationState]:
         return [op for op in self.operations.values() if op.status is status]
@@ -158,7 +155,7 @@ def evolve(state: AgendaState | None, event: Event) -> AgendaState:
     if handler is None:
         raise InvalidTransition(f"unexpected event {event!r} for agenda {state.agenda_id}")
     evolved: AgendaState = handler(state, event)
-    return dataclasses.replace(evolved, version=state.version + 1)
+    return msgspec.structs.replace(evolved, version=state.version + 1)
 
 
 def replay(events: Iterable[Event]) -> AgendaState | None:
@@ -169,23 +166,23 @@ def replay(events: Iterable[Event]) -> AgendaState | None:
 
 
 def _dispatched(state: AgendaState, event: AgendaDispatched) -> AgendaState:
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         state, status=AgendaStatus.DISPATCHED, dispatch=event.dispatch, worker_id=event.worker_id
     )
 
 
 def _started(state: AgendaState, _event: AgendaStarted) -> AgendaState:
-    return dataclasses.replace(state, status=AgendaStatus.RUNNING)
+    return msgspec.structs.replace(state, status=AgendaStatus.RUNNING)
 
 
 def _reclaimed(state: AgendaState, _event: AgendaReclaimed) -> AgendaState:
     operations = {
-        name: dataclasses.replace(op, status=OperationStatus.PENDING, interrupted=True)
+        name: msgspec.structs.replace(op, status=OperationStatus.PENDING, interrupted=True)
         if op.status is OperationStatus.RUNNING
         else op
         for name, op in state.operations.items()
     }
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         state,
         status=AgendaStatus.READY,
         worker_id=None,
@@ -211,7 +208,7 @@ def _operation_succeeded(state: AgendaState, event: OperationSucceeded) -> Agend
 
 def _operation_failed(state: AgendaState, event: OperationFailed) -> AgendaState:
     op = state.operation(event.operation)
-    failed = dataclasses.replace(state, failed=(*state.failed, op.name))
+    failed = msgspec.structs.replace(state, failed=(*state.failed, op.name))
     reason = event.diagnostics[0].message if event.diagnostics else None
     return failed.with_operation(op, status=OperationStatus.FAILED, failure=reason)
 
@@ -227,7 +224,7 @@ def _generated(state: AgendaState, event: OperationsGenerated) -> AgendaState:
     agenda = msgspec.structs.replace(
         state.agenda, operations=[*state.agenda.operations, *event.operations]
     )
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         state,
         agenda=agenda,
         params=params,
@@ -236,11 +233,11 @@ def _generated(state: AgendaState, event: OperationsGenerated) -> AgendaState:
 
 
 def _succeeded(state: AgendaState, _event: AgendaSucceeded) -> AgendaState:
-    return dataclasses.replace(state, status=AgendaStatus.SUCCEEDED, worker_id=None)
+    return msgspec.structs.replace(state, status=AgendaStatus.SUCCEEDED, worker_id=None)
 
 
 def _failed(state: AgendaState, _event: AgendaFailed) -> AgendaState:
-    return dataclasses.replace(state, status=AgendaStatus.FAILED, worker_id=None)
+    return msgspec.structs.replace(state, status=AgendaStatus.FAILED, worker_id=None)
 
 
 _HANDLERS: dict[type[Event], Any] = {

@@ -15,7 +15,6 @@ count fully in the roll-up (pop-spec §10 items 9 and 21).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -94,8 +93,7 @@ class AgendaProgress(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
     """Joined on read; None in the stored row."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProgressView:
+class ProgressView(msgspec.Struct, frozen=True):
     """One agenda's progress: the agenda row and its operation rows, by operation name."""
 
     agenda: AgendaProgress
@@ -196,7 +194,7 @@ def _new_operation(agenda: AgendaProgress, op: Operation, now: int) -> Operation
 
 def _agenda(view: ProgressView, now: int, **changes: Any) -> ProgressView:
     agenda = msgspec.structs.replace(view.agenda, updated_time=now, **changes)
-    return dataclasses.replace(view, agenda=agenda)
+    return msgspec.structs.replace(view, agenda=agenda)
 
 
 def _dispatched(view: ProgressView, _event: AgendaDispatched, now: int) -> ProgressView:
@@ -225,7 +223,7 @@ def _reclaimed(view: ProgressView, event: AgendaReclaimed, now: int) -> Progress
         for name, op in view.operations.items()
         if op.processing_state == EXECUTING
     }
-    view = dataclasses.replace(
+    view = msgspec.structs.replace(
         view, operations=MappingProxyType({**view.operations, **interrupted})
     )
     return _agenda(
@@ -239,7 +237,7 @@ def _reclaimed(view: ProgressView, event: AgendaReclaimed, now: int) -> Progress
 
 def _generated(view: ProgressView, event: OperationsGenerated, now: int) -> ProgressView:
     added = {op.name: _new_operation(view.agenda, op, now) for op in event.operations}
-    view = dataclasses.replace(view, operations=MappingProxyType({**view.operations, **added}))
+    view = msgspec.structs.replace(view, operations=MappingProxyType({**view.operations, **added}))
     return _agenda(view, now, params={**view.agenda.params, **(event.params or {})})
 
 
@@ -273,7 +271,7 @@ def _rolled_up(view: ProgressView) -> ProgressView:
         percent = sum(shares) / len(shares) if shares else 0.0
     if percent == view.agenda.percent_complete:
         return view
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         view, agenda=msgspec.structs.replace(view.agenda, percent_complete=percent)
     )
 
@@ -291,7 +289,7 @@ def _share(op: OperationProgress) -> float:
 
 def _with_operation(view: ProgressView, op: OperationProgress, now: int) -> ProgressView:
     operations = MappingProxyType({**view.operations, op.operation: op})
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         view, operations=operations, agenda=msgspec.structs.replace(view.agenda, updated_time=now)
     )
 
