@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,18 @@ import asyncpg
 import pytest
 
 from popflow.migrations import migrate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Turn SIGTERM (a CI timeout, ``timeout``) into an orderly exit, so that session
+    fixtures still stop the private PostgreSQL instead of leaving it running."""
+    del config
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    del frame
+    raise SystemExit(128 + signum)
 
 
 def run_in_fresh_loop(coro: Coroutine[Any, Any, None]) -> None:
