@@ -142,7 +142,8 @@ class Engine:
         self.runner = runner
         self.worker = worker
         self.projection = projection
-        self._committer = committer
+        self.committer = committer
+        """The group committer; its ``rounds`` and ``requests`` count the batching achieved."""
         self._clock = clock
         self._tg = task_group
         self._broken: dict[str, Exception] = {}
