@@ -249,7 +249,10 @@ class AgendaExecution:
             if not self._pending:
                 return True
             request = AppendRequest(self._stream, self._state.version, list(self._pending))
-            result = await self._append(request)
+            # Shielded: once sent, the append commits; knowing whether it did keeps the
+            # state true even when the execution is being cancelled.
+            with anyio.CancelScope(shield=True):
+                result = await self._append(request)
             if isinstance(result, Appended):
                 self._state = self._tentative
                 self._commands.clear()
@@ -260,11 +263,15 @@ class AgendaExecution:
         log.warning("agenda %s: giving up after repeated conflicts", self._state.agenda_id)
         return False
 
-    async def _redecide(self) -> bool:
-        """After a conflict: catch up with the stream and decide the turn again."""
+    async def _catch_up(self) -> None:
+        """Fold what others appended since our last known version into the state."""
         newer = await self._events.read_stream(self._stream, after_version=self._state.version)
         for recorded in newer:
             self._state = evolve(self._state, recorded.event)
+
+    async def _redecide(self) -> bool:
+        """After a conflict: catch up with the stream and decide the turn again."""
+        await self._catch_up()
         commands, self._commands, self._pending = self._commands, [], []
         self._tentative = self._state
         if not is_current(self._state, self._dispatch):
@@ -305,11 +312,15 @@ class AgendaExecution:
 
     async def _hand_back(self, reason: str) -> None:
         """Give the agenda back on shutdown so that another worker resumes it at once."""
-        if not is_current(self._state, self._dispatch):
-            return
-        events = decide(self._state, Reclaim(self._dispatch, reason), self._clock.now_ms())
         try:
-            await self._append(AppendRequest(self._stream, self._state.version, events))
+            for _ in range(self._settings.append_attempts):
+                if not is_current(self._state, self._dispatch):
+                    return
+                events = decide(self._state, Reclaim(self._dispatch, reason), self._clock.now_ms())
+                request = AppendRequest(self._stream, self._state.version, events)
+                if isinstance(await self._append(request), Appended):
+                    return
+                await self._catch_up()
         except Exception as exc:  # noqa: BLE001 - the lease will expire instead
             log.warning(
                 "agenda %s not handed back (%s): another worker resumes it when its lease expires",

@@ -96,7 +96,8 @@ class Worker:
         self._room = anyio.Event()
         self._stopping = anyio.Event()
         self._registered = False
-        self.completed = 0
+        self.finished = 0
+        """Executions that ended here (completed, handed back or lost)."""
 
     @property
     def in_flight(self) -> int:
@@ -140,7 +141,7 @@ class Worker:
                 return await self._execution(history).run()
             finally:
                 self._executions.discard(scope)
-                self.completed += 1
+                self.finished += 1
                 self._room.set()
         raise LeaseLost(f"{history[0].stream_id}: execution cancelled (leases presumed lost)")
 
