@@ -218,6 +218,8 @@ class Engine:
         """The agenda's progress after each group of new events, until it completes."""
         stream, view, state, version = agenda_stream(agenda_id), None, None, 0
         while state is None or not state.status.is_final:
+            # The head is taken before reading: an event appended after it wakes the wait.
+            seen = await self.storage.events.head()
             new = await self.storage.events.read_stream(stream, after_version=version)
             if not new and state is None:
                 raise NotFound(f"no agenda with id {agenda_id}")
@@ -230,9 +232,7 @@ class Engine:
             if stream in self._broken:
                 error = self._broken[stream]
                 raise InfrastructureError(f"agenda {agenda_id} stopped in this process: {error}")
-            await self.storage.events.wait_for_append(
-                await self.storage.events.head(), self.settings.poll_interval
-            )
+            await self.storage.events.wait_for_append(seen, self.settings.poll_interval)
 
     async def wait(self, agenda_id: str, *, timeout: float | None = None) -> AgendaProgress:
         """Wait until the agenda completes; return its AgendaProgress (read-your-writes)."""

@@ -20,6 +20,7 @@ then cancels the rest, which hand their agendas back (shielded) before the worke
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -163,14 +164,16 @@ class Worker:
         while not self._stopping.is_set():
             room = self.settings.max_agendas - self.in_flight
             if room < self._worthwhile_claim():
-                await self._wait_for_work()  # an agenda finishing sets _room
+                await self._wait_for_work(None)  # an agenda finishing sets _room
                 continue
             wanted = min(room, self.settings.claim_batch)
+            # Taken before claiming: whatever is appended after it (a new agenda) wakes us.
+            seen = await self._head()
             claimed = await self._claim(wanted)
             for agenda in claimed:
                 tg.start_soon(self._run_claimed, agenda, name=f"popflow-agenda-{agenda.agenda_id}")
             if len(claimed) < wanted:
-                await self._wait_for_work()
+                await self._wait_for_work(seen)
 
     def _worthwhile_claim(self) -> int:
         """Room needed before claiming: 1 when idle; under load, a quarter batch, so that
@@ -191,20 +194,25 @@ class Worker:
                 log.warning("claim failed, retrying: %s", exc)
         return []
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self, seen: int | None) -> None:
+        """Until an agenda finishes, the worker stops, something is appended after
+        position ``seen`` (None: appends do not matter), or the poll interval passes."""
         self._room = anyio.Event()
+        waiters: list[Callable[[], Awaitable[object]]] = [self._room.wait, self._stopping.wait]
+        if seen is not None:
+            waiters.append(
+                functools.partial(self._events.wait_for_append, seen, self.settings.poll_interval)
+            )
         with anyio.move_on_after(self.settings.poll_interval):
             async with anyio.create_task_group() as race:
-                for waiter in (self._room.wait, self._stopping.wait, self._next_append):
+                for waiter in waiters:
                     race.start_soon(_then_cancel, waiter, race.cancel_scope)
 
-    async def _next_append(self) -> None:
+    async def _head(self) -> int | None:
         try:
-            head = await self._events.head()
+            return await self._events.head()
         except InfrastructureError:
-            await anyio.sleep(self.settings.poll_interval)
-            return
-        await self._events.wait_for_append(head, self.settings.poll_interval)
+            return None
 
     async def _run_claimed(self, agenda: ClaimedAgenda) -> None:
         try:

@@ -496,10 +496,10 @@ def test_timeout_exits_3_and_hands_the_agenda_back(
 ) -> None:
     path = tmp_path / "slow.json"
     path.write_text(json.dumps(SLOW))
-    args = ["run", str(path), "--timeout", "1", "--grace", "0", "--dsn", database_dsn]
+    args = ["run", str(path), "--timeout", "3", "--grace", "0", "--dsn", database_dsn]
     result = popflow(*args, home=unused_home)
     assert result.status == 3
-    assert "the agenda did not finish within 1.0s (--timeout)" in result.stderr
+    assert "the agenda did not finish within 3.0s (--timeout)" in result.stderr
     assert "Traceback" not in result.stderr
     header = HEADER.search(result.stdout)
     assert header
