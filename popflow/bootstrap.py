@@ -63,6 +63,7 @@ class Storage:
     pool: asyncpg.Pool | None = None
     """The connection pool, for PostgreSQL storage."""
     dsn: str | None = None
+    """The DSN in use (the embedded server's unix socket, say), for PostgreSQL storage."""
 
 
 @asynccontextmanager

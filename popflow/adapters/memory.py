@@ -15,7 +15,7 @@ handlers did. Either way the worker carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -115,11 +115,6 @@ class MemoryRunner:
 
     def register(self, operation_type: str, handler: Handler) -> None:
         self._handlers[operation_type] = handler
-
-    def register_all(self, handlers: Mapping[str, Handler] | Iterable[tuple[str, Handler]]) -> None:
-        items = handlers.items() if isinstance(handlers, Mapping) else handlers
-        for operation_type, handler in items:
-            self.register(operation_type, handler)
 
     def knows(self, operation_type: str) -> bool:
         return operation_type in self._handlers

@@ -21,10 +21,6 @@ class OperationSlots:
         self._free = size
         self._waiters: deque[Callable[[], None]] = deque()
 
-    @property
-    def in_use(self) -> int:
-        return self.size - self._free
-
     def try_acquire(self) -> bool:
         if self._free and not self._waiters:
             self._free -= 1
