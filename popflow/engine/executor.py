@@ -65,7 +65,7 @@ from popflow.engine.state import (
 )
 from popflow.errors import InvalidTransition
 from popflow.events.store import Appended, AppendRequest, AppendResult, EventStore, RecordedEvent
-from popflow.events.vocabulary import Event
+from popflow.events.vocabulary import Event, OperationStarted
 from popflow.projections.progress import ProgressView, fold_all
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,12 @@ class AgendaExecution:
             raise InvalidTransition("cannot execute an empty history")
         self._state = self._tentative = state
         self._stream = history[0].stream_id
-        self._view: ProgressView | None = fold_all(history)
+        self._history = history
+        self._view: ProgressView | None = None
+        """The progress as claimed, folded only when a resumed operation needs it."""
+        self._started_before = {
+            e.event.operation for e in history if isinstance(e.event, OperationStarted)
+        }
         self._dispatch = state.dispatch
         self._worker_id = worker_id
         self._append = append
@@ -373,12 +378,16 @@ class AgendaExecution:
         return context
 
     def _prior_progress(self, op: OperationState) -> dict[str, Any] | None:
-        if self._view is None or op.name not in self._view.operations:
+        """The OperationProgress an earlier dispatch left (``LAST_PROGRESS``), if any."""
+        if op.name not in self._started_before:
             return None
-        prior = self._view.operations[op.name]
-        if prior.attempt_count == 0:
+        if self._view is None:
+            self._view = fold_all(self._history)
+        prior = self._view.operations.get(op.name) if self._view else None
+        if prior is None:
             return None
-        return msgspec.to_builtins(prior)  # type: ignore[no-any-return]
+        encoded: dict[str, Any] = msgspec.to_builtins(prior)
+        return encoded
 
     async def _run_operation(self, name: str, attempt: int, invocation: Invocation) -> None:
         async def report(progress: ProgressReport) -> None:

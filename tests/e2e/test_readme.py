@@ -48,6 +48,19 @@ def user_environment(home: Path) -> dict[str, str]:
     return env
 
 
+def run_as_user(command: list[str], home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` from the checkout as a user would, with a private home."""
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env=user_environment(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def quick_start_commands() -> list[str]:
     [block] = code_blocks(section("Quick start"), "sh")
     return [line.strip() for line in block.splitlines() if line.strip()]
@@ -61,15 +74,7 @@ def test_the_quick_start_has_exactly_two_commands() -> None:
 
 def test_the_first_command_runs_an_example_on_the_embedded_default(home: Path) -> None:
     command = quick_start_commands()[0]
-    done = subprocess.run(
-        shlex.split(command),
-        cwd=ROOT,
-        env=user_environment(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_as_user(shlex.split(command), home, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "agenda succeeded" in done.stdout
     shown = section("Quick start")
@@ -87,30 +92,14 @@ def test_the_test_command_runs_the_suite(home: Path) -> None:
         "-p",
         "no:cacheprovider",
     ]
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=user_environment(home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_as_user(command, home, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed" in done.stdout
 
 
 def test_the_embedding_example_prints_what_the_readme_says(home: Path) -> None:
     [example] = code_blocks(section("Embedding"), "python")
-    done = subprocess.run(
-        [sys.executable, "-c", example],
-        cwd=ROOT,
-        env=user_environment(home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_as_user([sys.executable, "-c", example], home, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines == ["COMPLETE succeeded", 'greet {"text":"HELLO"}', "echo {}"]
