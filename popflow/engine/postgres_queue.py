@@ -2,10 +2,11 @@
 
 The queue table is an inline projection of the agenda streams, kept by a trigger on
 ``popflow.events`` within every append (the work-queue migration; the same fold as
-:mod:`popflow.projections.queue`). A claim is one transaction: pick ready rows with
-``FOR UPDATE SKIP LOCKED`` (concurrent claimers take different agendas instead of
-waiting), read their streams, decide ``Dispatch`` for each and append the events, which
-update the rows through the trigger before commit.
+:mod:`popflow.projections.queue`). A claim is one transaction: pick ready rows, each
+reserved by a per-stream advisory lock that is tried and never waited for (concurrent
+claimers take different agendas instead of waiting; why not row locks: see the query),
+read their streams, decide ``Dispatch`` for each and append the events, which update the
+rows through the trigger before commit.
 
 Leases are judged by the database clock (``now()``), so workers on machines with skewed
 clocks still agree on who is dead.
@@ -26,6 +27,7 @@ from popflow.projections.queue import QueueEntry
 
 _Q = load_queries(__package__, "postgres_queue.sql")
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+CLAIM_LOCK_CLASS = 0x706F70  # first key of the per-stream claim locks (two-key form)
 
 
 class PostgresWorkQueue:
@@ -47,7 +49,10 @@ class PostgresWorkQueue:
     ) -> list[ClaimedAgenda]:
         async with self._store.transaction() as tx:
             candidates = await tx.conn.fetch(
-                _Q["claim_candidates"], limit, None if insights is None else list(insights)
+                _Q["claim_candidates"],
+                limit,
+                None if insights is None else list(insights),
+                CLAIM_LOCK_CLASS,
             )
             if not candidates:
                 return []

@@ -17,12 +17,13 @@ import pytest
 from popflow.bootstrap import Storage
 from popflow.engine.decide import submitted
 from popflow.engine.queue import WorkerInfo
-from popflow.events.store import AppendRequest
+from popflow.events.store import AppendRequest, Conflict
 from popflow.events.vocabulary import (
     AgendaDispatched,
     AgendaFailed,
     AgendaInsight,
     AgendaReclaimed,
+    AgendaStarted,
     agenda_stream,
 )
 from tests.support.agendas import agenda, op
@@ -138,3 +139,30 @@ async def test_a_rebuild_reproduces_the_queue(storage: Storage) -> None:
     ]
     await storage.queue.rebuild()
     assert await storage.queue.entries() == before
+
+
+async def test_claims_and_appends_to_claimed_agendas_never_deadlock(storage: Storage) -> None:
+    """Claimers race while every claimed agenda is started at once (as an execution would):
+    claims must not hold locks that an append to a just-claimed agenda waits for."""
+    agendas = 300
+    for n in range(agendas):
+        await submit(storage, f"a{n:03}")
+    started: list[str] = []
+
+    async def claimer(name: str) -> None:
+        w = await worker(storage, name)
+        while claimed := await storage.queue.claim(w, 2):
+            for claim in claimed:
+                start = AgendaStarted(worker_id=name, dispatch=1)
+                stream = agenda_stream(claim.agenda_id)
+                [result] = await storage.events.append(
+                    [AppendRequest(stream, len(claim.history), [start])]
+                )
+                assert not isinstance(result, Conflict)
+                started.append(claim.agenda_id)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(claimer, f"w{n}")
+    assert sorted(started) == [f"a{n:03}" for n in range(agendas)]
