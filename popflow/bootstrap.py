@@ -41,10 +41,15 @@ from popflow.events.postgres import PostgresEventStore
 from popflow.events.store import EventStore, RecordedEvent
 from popflow.events.vocabulary import Agenda, agenda_stream
 from popflow.migrations import migrate
+from popflow.projections.documents import DocumentStore
 from popflow.projections.memory import MemoryProgressStore
+from popflow.projections.memory_documents import MemoryDocumentStore
 from popflow.projections.postgres import PostgresProgressStore
+from popflow.projections.postgres_documents import PostgresDocumentStore
+from popflow.projections.postgres_statistics import PostgresStatistics
 from popflow.projections.progress import AgendaProgress, ProgressView, fold
 from popflow.projections.runner import ProjectionRunner
+from popflow.projections.statistics import MemoryStatistics, Statistics
 from popflow.projections.store import ProgressStore
 from popflow.projections.summary import ProgressSummary, summarize
 from popflow.settings import Settings, redacted
@@ -60,18 +65,45 @@ class Storage:
     events: EventStore
     queue: WorkQueue
     progress: ProgressStore
+    documents: DocumentStore
+    """Agendas and configuration objects as POP JSON (kept inline with the events)."""
+    statistics: Statistics
+    """Counts for /metrics: agendas by state, queue depth by insight."""
     pool: asyncpg.Pool | None = None
     """The connection pool, for PostgreSQL storage."""
     dsn: str | None = None
     """The DSN in use (the embedded server's unix socket, say), for PostgreSQL storage."""
 
 
+def memory_storage() -> Storage:
+    """Everything in this process's memory, projections wired to the event store."""
+    events = MemoryEventStore()
+    progress = MemoryProgressStore()
+    documents = MemoryDocumentStore(progress=progress)
+    events.add_inline_projection(documents.apply)
+    queue = MemoryWorkQueue(events)
+    return Storage(events, queue, progress, documents, MemoryStatistics(queue, progress, events))
+
+
+def postgres_storage(
+    store: PostgresEventStore, pool: asyncpg.Pool, dsn: str | None = None
+) -> Storage:
+    return Storage(
+        store,
+        PostgresWorkQueue(store),
+        PostgresProgressStore(pool),
+        PostgresDocumentStore(pool),
+        PostgresStatistics(pool),
+        pool,
+        dsn,
+    )
+
+
 @asynccontextmanager
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     """Storage for ``settings``, migrated and listening; closed on exit."""
     if settings.uses_memory:
-        events = MemoryEventStore()
-        yield Storage(events, MemoryWorkQueue(events), MemoryProgressStore())
+        yield memory_storage()
         return
     async with AsyncExitStack() as stack:
         dsn = await stack.enter_async_context(database_dsn(settings))
@@ -79,7 +111,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         store = PostgresEventStore(pool)
         await store.listen()
         stack.push_async_callback(store.close)
-        yield Storage(store, PostgresWorkQueue(store), PostgresProgressStore(pool), pool, dsn)
+        yield postgres_storage(store, pool, dsn)
 
 
 @asynccontextmanager
@@ -145,7 +177,7 @@ class Engine:
         self.projection = projection
         self.committer = committer
         """The group committer; its ``rounds`` and ``requests`` count the batching achieved."""
-        self._clock = clock
+        self.clock = clock
         self._tg = task_group
         self._broken: dict[str, Exception] = {}
         """Streams whose execution, started here, died (watchers raise instead of waiting)."""
@@ -383,6 +415,7 @@ async def rebuild_projections(settings: Settings) -> int:
     of events replayed into the progress rows."""
     async with open_storage(settings) as storage:
         await storage.queue.rebuild()
+        await storage.documents.rebuild()
         runner = ProjectionRunner(
             storage.events, storage.progress, batch_size=settings.projection_batch
         )

@@ -5,8 +5,12 @@
     PopflowError
     ├── CallerError              the request is wrong; retrying it unchanged cannot help
     │   ├── InvalidAgenda        every problem found in a submitted agenda, together
-    │   ├── NotFound             no such agenda (or stream, or version)
-    │   └── InvalidTransition    the command does not apply in the agenda's current state
+    │   ├── InvalidRequest       a request failed validation (a field is missing or wrong)
+    │   ├── NotFound             no such agenda (or stream, or version, or object)
+    │   ├── InvalidTransition    the command does not apply in the agenda's current state
+    │   ├── AlreadyExists        an object with that id exists already
+    │   ├── Unauthenticated      no credentials, or credentials that do not check out
+    │   └── Forbidden            the caller is known but may not do this
     ├── ConcurrencyConflict      another writer appended first; re-read and decide again
     └── InfrastructureError      PostgreSQL or the embedded server misbehaved; retry later
         └── EmbeddedServerError  the private PostgreSQL could not be set up or started
@@ -39,6 +43,26 @@ class InvalidAgenda(CallerError):
         count = len(self.problems)
         heading = "1 problem" if count == 1 else f"{count} problems"
         super().__init__(f"invalid agenda ({heading}):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class InvalidRequest(CallerError):
+    """A request failed validation; ``problems`` lists every problem, down to the field."""
+
+    def __init__(self, problems: Sequence[str] | str) -> None:
+        self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class AlreadyExists(CallerError):
+    """An object with the requested id exists already."""
+
+
+class Unauthenticated(CallerError):
+    """The request carries no credentials, or credentials that do not check out."""
+
+
+class Forbidden(CallerError):
+    """The caller is authenticated but may not read or change this object."""
 
 
 class NotFound(CallerError):

@@ -57,6 +57,11 @@ class Settings:
     def uses_embedded(self) -> bool:
         return self.dsn is None
 
+    @property
+    def default_tokens_file(self) -> Path:
+        """Where ``popflow token create`` adds API bearer tokens unless told otherwise."""
+        return self.home / "tokens.json"
+
     def __post_init__(self) -> None:
         if self.dsn is not None and not self.dsn.startswith(_SCHEMES):
             raise CallerError(

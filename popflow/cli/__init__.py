@@ -1,4 +1,5 @@
-"""The ``popflow`` command line: run an agenda here, read histories, administer the database.
+"""The ``popflow`` command line: run an agenda here, serve the API, read histories, administer
+the database.
 
 ``popflow = "popflow.cli:main"`` is the console script (``python -m popflow`` is the same).
 :func:`main` parses the arguments (:mod:`~popflow.cli.parser`), builds the settings and the
@@ -9,6 +10,8 @@ the chosen command's coroutine in a fresh event loop. The commands live one per 
 command                module                                  opens
 =====================  ======================================  ============================
 run FILE               :mod:`~popflow.cli.run`                 an engine (claims nothing)
+serve                  :mod:`~popflow.cli.serve`               an engine and the HTTP API
+token create           :mod:`~popflow.cli.token`               the tokens file only
 history AGENDA_ID      :mod:`~popflow.cli.history`             the storage only
 progress AGENDA_ID     :mod:`~popflow.cli.progress`            the storage only
 db migrate             :mod:`~popflow.cli.admin`               a connection

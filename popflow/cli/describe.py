@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from popflow.cli.render import first_message, json_text, percent, plural
+from popflow.events.export import event_fields
 from popflow.events.vocabulary import (
     AgendaDispatched,
     AgendaFailed,
@@ -46,13 +45,6 @@ def describe(event: Event) -> str:
     if describer is None:
         return json_text(event_fields(event))
     return describer(event)
-
-
-def event_fields(event: Event) -> dict[str, Any]:
-    """The event's fields as stored (POP's camelCase names), without the ``type`` tag."""
-    fields: dict[str, Any] = msgspec.to_builtins(event)
-    fields.pop("type", None)
-    return fields
 
 
 def attempt_note(attempt: int) -> str:

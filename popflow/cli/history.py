@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from popflow.bootstrap import open_storage
 from popflow.cli.context import Context, require_database
-from popflow.cli.describe import describe, event_fields
+from popflow.cli.describe import describe
 from popflow.cli.errors import ExitStatus
-from popflow.cli.render import json_text, shorten, utc_timestamp
+from popflow.cli.render import json_text, shorten
 from popflow.engine.service import AgendaService
+from popflow.events.export import event_document, utc_timestamp
 from popflow.events.store import RecordedEvent
 
 _TIME_HEADING: Final = "recorded (UTC)"
@@ -39,7 +40,7 @@ _MIN_DETAILS: Final = 20
 async def history_command(context: Context, args: argparse.Namespace) -> int:
     events = await read_history(context, args.agenda_id)
     if args.json:
-        context.console.say(json_text([event_row(recorded) for recorded in events]))
+        context.console.say(json_text([event_document(recorded) for recorded in events]))
         return ExitStatus.OK
     heading, *lines = timeline(events, width=context.console.width)
     context.console.say(context.console.paint(heading, "bold"))
@@ -53,18 +54,6 @@ async def read_history(context: Context, agenda_id: str) -> list[RecordedEvent]:
     require_database(context, agenda_id)
     async with open_storage(context.settings) as storage:
         return await AgendaService(storage.events).history(agenda_id)
-
-
-def event_row(recorded: RecordedEvent) -> dict[str, Any]:
-    """One event of ``history --json``."""
-    return {
-        "position": recorded.position,
-        "version": recorded.version,
-        "streamId": recorded.stream_id,
-        "type": recorded.type,
-        "recordedAt": utc_timestamp(recorded.recorded_at),
-        "data": event_fields(recorded.event),
-    }
 
 
 def timeline(events: Sequence[RecordedEvent], *, width: int) -> list[str]:

@@ -3,10 +3,14 @@
 ::
 
     popflow run FILE.json [--json] [--timeout SECONDS] [--grace SECONDS]
+    popflow serve [--host H] [--port P] [--no-worker] [--insight ID ...] [--tokens-file FILE]
+                  [--jwt-secret-file FILE | --jwt-public-key FILE] [--insecure]
     popflow history AGENDA_ID [--json]
     popflow progress AGENDA_ID [--version N] [--json]
     popflow db migrate
     popflow projections rebuild
+    popflow token create --user ID --account ACCOUNT [--account ...] [--superuser]
+                         [--tokens-file FILE]
 
 Every command also takes the storage options ``--dsn`` and ``--home`` and ``-v``; they may
 come before or after the command's name. Each command's parser records the coroutine that
@@ -28,6 +32,8 @@ from popflow.cli.errors import EXIT_STATUS_HELP
 from popflow.cli.history import history_command
 from popflow.cli.progress import progress_command
 from popflow.cli.run import run_command
+from popflow.cli.serve import serve_command
+from popflow.cli.token import create_token_command
 
 Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -60,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_run(commands)
+    _add_serve(commands)
     _add_history(commands)
     _add_progress(commands)
     _add_db(commands)
     _add_projections(commands)
+    _add_token(commands)
     return parser
 
 
@@ -137,6 +145,77 @@ def _add_run(commands: Commands) -> None:
     )
 
 
+def _add_serve(commands: Commands) -> None:
+    serve = _command(
+        commands,
+        "serve",
+        serve_command,
+        "serve the HTTP API (POP resources, services, event feed) with a worker and the "
+        "timed processes, until Ctrl-C or SIGTERM",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="TCP port (default 8080; 0: any free port)"
+    )
+    serve.add_argument(
+        "--no-worker", action="store_true", help="serve only: claim no agendas in this process"
+    )
+    serve.add_argument(
+        "--insight",
+        action="append",
+        metavar="ID",
+        help="the worker claims agendas of this insight only (repeatable; default: every "
+        "insight). Leave the insights that external executors serve to them",
+    )
+    auth = serve.add_argument_group("authentication (a Bearer token on every request)")
+    auth.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="FILE",
+        help="tokens file (default: tokens.json in the home, as `popflow token create` writes)",
+    )
+    auth.add_argument(
+        "--jwt-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="accept HS256 JWTs signed with this secret",
+    )
+    auth.add_argument(
+        "--jwt-public-key", type=Path, metavar="FILE", help="accept RS256 JWTs (PEM public key)"
+    )
+    auth.add_argument(
+        "--jwt-accounts-claim",
+        default="accounts",
+        metavar="CLAIM",
+        help="JWT claim listing the caller's accounts (default accounts)",
+    )
+    auth.add_argument("--jwt-audience", metavar="AUD", help="required JWT audience")
+    auth.add_argument("--jwt-issuer", metavar="ISS", help="required JWT issuer")
+    auth.add_argument(
+        "--insecure",
+        action="store_true",
+        help="accept requests without a token as an anonymous superuser (local use only)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=_seconds,
+        metavar="SECONDS",
+        help="on Ctrl-C or SIGTERM, how long running operations may take to finish (default 10)",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 0 to 65535, got {text!r}")
+    return value
+
+
 def _add_history(commands: Commands) -> None:
     history = _command(
         commands, "history", history_command, "print an agenda's events as a timeline"
@@ -179,6 +258,44 @@ def _add_projections(commands: Commands) -> None:
         rebuild_command,
         "rebuild the progress rows by replaying the whole event log",
     )
+
+
+def _add_token(commands: Commands) -> None:
+    token = commands.add_parser("token", help="bearer tokens for the HTTP API")
+    actions = token.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    create = _command(
+        actions,
+        "create",
+        create_token_command,
+        "create a bearer token for the HTTP API, add it to the tokens file and print it "
+        "(only the token, on stdout)",
+    )
+    create.add_argument(
+        "--user", required=True, type=_non_blank, metavar="ID", help="the user the token names"
+    )
+    create.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        type=_non_blank,
+        metavar="ACCOUNT",
+        help="a customer id the token acts for (repeat for several; required unless --superuser)",
+    )
+    create.add_argument(
+        "--superuser", action="store_true", help="the token sees and changes everything"
+    )
+    create.add_argument(
+        "--tokens-file",
+        type=Path,
+        metavar="FILE",
+        help="the tokens file to add to (default: tokens.json in the home directory)",
+    )
+
+
+def _non_blank(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a non-empty value")
+    return text
 
 
 def _seconds(text: str) -> float:

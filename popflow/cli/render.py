@@ -14,16 +14,10 @@ from typing import Any
 
 import msgspec
 
+from popflow.events.export import utc_timestamp
 from popflow.events.vocabulary import DiagnosticEvent
 
 ELLIPSIS = "..."
-
-
-def utc_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and ``Z``; a naive time is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def utc_from_epoch_ms(milliseconds: int) -> str:

@@ -82,9 +82,9 @@ async def follow(
 ) -> AgendaProgress | Stopped:
     """Show the agenda's events until it completes, the timeout elapses or a signal comes."""
     progress: AgendaProgress | None = None
-    interrupt = _Interrupt()
+    interrupt = Interrupt()
     async with anyio.create_task_group() as tg:
-        await tg.start(_cancel_on_signal, tg.cancel_scope, interrupt)
+        await tg.start(cancel_on_signal, tg.cancel_scope, interrupt)
         with anyio.move_on_after(timeout):
             progress = await _until_complete(engine, agenda_id, show)
         tg.cancel_scope.cancel()
@@ -106,13 +106,13 @@ async def _until_complete(engine: Engine, agenda_id: str, show: Show) -> AgendaP
 
 
 @dataclasses.dataclass
-class _Interrupt:
+class Interrupt:
     signal: signal.Signals | None = None
 
 
-async def _cancel_on_signal(
+async def cancel_on_signal(
     scope: anyio.CancelScope,
-    interrupt: _Interrupt,
+    interrupt: Interrupt,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:

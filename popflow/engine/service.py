@@ -16,27 +16,46 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
 from popflow.engine.decide import Dispatch, decide, submitted
-from popflow.engine.state import AgendaState, evolve, replay
+from popflow.engine.state import AgendaState, AgendaStatus, evolve, replay
 from popflow.engine.validation import check_agenda
-from popflow.errors import CallerError, NotFound
+from popflow.errors import CallerError, InvalidRequest, InvalidTransition, NotFound
 from popflow.events.store import (
     Appended,
     AppendRequest,
     AppendResult,
+    Conflict,
     EventStore,
     RecordedEvent,
     append_one_result,
 )
-from popflow.events.vocabulary import Agenda, AgendaInsight, AgendaSubmitted, Event, agenda_stream
+from popflow.events.vocabulary import (
+    Agenda,
+    AgendaDeleted,
+    AgendaInsight,
+    AgendaSubmitted,
+    AgendaUpdated,
+    Event,
+    agenda_stream,
+)
+from popflow.projections.documents import AGENDA_UPDATE_FIELDS
 from popflow.projections.progress import AgendaProgress, fold_all
 
 DEFAULT_INSIGHT = AgendaInsight(resource_pool_id="default", insight_id="default")
-"""Until resource pools are configured, every agenda waits in this one queue."""
+"""Without a router, every agenda waits in this one queue (see popflow.engine.router)."""
+
+
+async def _default_route(_agenda: Agenda) -> AgendaInsight:
+    return DEFAULT_INSIGHT
+
+
+DESCRIPTIVE_FIELDS = AGENDA_UPDATE_FIELDS
+"""What a PUT may change on an agenda: nothing that decides how it runs."""
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0f9a3f9e-8d4c-4e57-a1f2-5f1c0b5e7a21")
 
@@ -66,7 +85,7 @@ class AgendaService:
         *,
         append: Callable[[AppendRequest], Awaitable[AppendResult]] | None = None,
         known_type: Callable[[str], bool] | None = None,
-        route: Callable[[Agenda], AgendaInsight] = lambda _agenda: DEFAULT_INSIGHT,
+        route: Callable[[Agenda], Awaitable[AgendaInsight]] = _default_route,
         limits: SubmissionLimits | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -89,15 +108,28 @@ class AgendaService:
         *,
         idempotency_key: str | None = None,
         dispatch_to: str | None = None,
+        progress_id: str | None = None,
+        authorize: Callable[[Agenda, AgendaInsight], Awaitable[None]] | None = None,
     ) -> Submission:
-        """Record a new agenda; with ``dispatch_to`` it is claimed by that worker at once."""
+        """Record a new agenda; with ``dispatch_to`` it is claimed by that worker at once.
+
+        Without a ``cid`` the agenda gets its own id as correlation id (POP gives it a new
+        UUID; this one is as unique and keeps idempotent retries identical).
+        ``authorize`` may veto the insight the agenda was routed to, before anything is
+        written (by raising).
+        """
         self.validate(agenda)
         agenda_id = self._agenda_id(agenda, idempotency_key)
+        if agenda.cid is None:
+            agenda = msgspec.structs.replace(agenda, cid=agenda_id)
+        insight = await self._route(agenda)
+        if authorize is not None:
+            await authorize(agenda, insight)
         first = submitted(
             agenda,
             agenda_id=agenda_id,
-            progress_id=self._new_id(),
-            insight=self._route(agenda),
+            progress_id=progress_id or self._new_id(),
+            insight=insight,
             idempotency_key=idempotency_key,
         )
         events: list[Event] = [first]
@@ -129,6 +161,49 @@ class AgendaService:
             position=history[0].position,
             created=False,
         )
+
+    async def update(self, agenda_id: str, changes: Mapping[str, Any], *, now_ms: int) -> None:
+        """Change descriptive fields (:data:`DESCRIPTIVE_FIELDS`): a sparse merge recorded
+        as ``agenda.updated``. Null values keep the stored ones."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if unknown := sorted(set(changes) - DESCRIPTIVE_FIELDS):
+            raise InvalidRequest(
+                f"PUT may change only {', '.join(sorted(DESCRIPTIVE_FIELDS))} of an agenda, "
+                f"not {', '.join(unknown)}; operations are added with "
+                "/pop/resourcepool/service/updateAgenda"
+            )
+        state = await self._live_state(agenda_id)
+        if changes:
+            event = AgendaUpdated(changes=changes, time=now_ms)
+            stream = agenda_stream(agenda_id)
+            await self._append_checked(AppendRequest(stream, state.version, [event]))
+
+    async def delete(self, agenda_id: str, *, now_ms: int) -> bool:
+        """Record ``agenda.deleted``; False when there is no such agenda. An agenda that a
+        worker holds cannot be deleted until it completes or its lease is reclaimed."""
+        try:
+            state = await self._live_state(agenda_id)
+        except NotFound:
+            return False
+        if state.status.is_leased:
+            raise InvalidTransition(
+                f"agenda {agenda_id} is {state.status} by worker {state.worker_id}; it can be "
+                "deleted once it completes (or its lease is reclaimed)"
+            )
+        event = AgendaDeleted(time=now_ms)
+        await self._append_checked(AppendRequest(agenda_stream(agenda_id), state.version, [event]))
+        return True
+
+    async def _live_state(self, agenda_id: str) -> AgendaState:
+        state = await self.state_at(agenda_id)
+        if state.status is AgendaStatus.DELETED:
+            raise NotFound(f"no agenda with id {agenda_id}")
+        return state
+
+    async def _append_checked(self, request: AppendRequest) -> None:
+        result = await self._append(request)
+        if isinstance(result, Conflict):
+            raise result.error()
 
     async def history(
         self, agenda_id: str, *, to_version: int | None = None

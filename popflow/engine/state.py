@@ -14,8 +14,11 @@ version, which is how workers resume and how :func:`state_at` time-travels. The 
                                                                               v
                                                                    SUCCEEDED | FAILED
 
-and per operation: PENDING --started--> RUNNING --succeeded/failed--> SUCCEEDED | FAILED,
-with RUNNING --(agenda reclaimed)--> PENDING: the next attempt resumes it.
+plus ``agenda.deleted``, which ends an agenda that no worker holds (READY, HELD, SUCCEEDED
+or FAILED) in DELETED, final like the other two; and ``agenda.updated``, which changes the
+descriptive fields (title, linkId, jobId, params) in any status. Per operation:
+PENDING --started--> RUNNING --succeeded/failed--> SUCCEEDED | FAILED, with
+RUNNING --(agenda reclaimed)--> PENDING: the next attempt resumes it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from popflow.errors import InvalidTransition
 from popflow.events.vocabulary import (
     JSON,
     Agenda,
+    AgendaDeleted,
     AgendaDispatched,
     AgendaFailed,
     AgendaInsight,
@@ -39,6 +43,7 @@ from popflow.events.vocabulary import (
     AgendaStarted,
     AgendaSubmitted,
     AgendaSucceeded,
+    AgendaUpdated,
     Event,
     Operation,
     OperationFailed,
@@ -58,10 +63,11 @@ class AgendaStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    DELETED = "deleted"
 
     @property
     def is_final(self) -> bool:
-        return self in (AgendaStatus.SUCCEEDED, AgendaStatus.FAILED)
+        return self in (AgendaStatus.SUCCEEDED, AgendaStatus.FAILED, AgendaStatus.DELETED)
 
     @property
     def is_leased(self) -> bool:
@@ -240,6 +246,26 @@ def _failed(state: AgendaState, _event: AgendaFailed) -> AgendaState:
     return msgspec.structs.replace(state, status=AgendaStatus.FAILED, worker_id=None)
 
 
+_AGENDA_FIELDS = {"title": "title", "linkId": "link_id", "jobId": "job_id", "params": "params"}
+"""The descriptive fields ``agenda.updated`` may change: POP name -> :class:`Agenda` field."""
+
+
+def _updated(state: AgendaState, event: AgendaUpdated) -> AgendaState:
+    changes = {
+        _AGENDA_FIELDS[name]: value
+        for name, value in event.changes.items()
+        if name in _AGENDA_FIELDS and value is not None
+    }
+    agenda = msgspec.structs.replace(state.agenda, **changes)
+    # New params replace the old ones, generators' additions included, as in the documents.
+    params = dict(agenda.params) if "params" in changes else state.params
+    return msgspec.structs.replace(state, agenda=agenda, params=params)
+
+
+def _deleted(state: AgendaState, _event: AgendaDeleted) -> AgendaState:
+    return msgspec.structs.replace(state, status=AgendaStatus.DELETED, worker_id=None)
+
+
 _HANDLERS: dict[type[Event], Any] = {
     AgendaDispatched: _dispatched,
     AgendaStarted: _started,
@@ -252,4 +278,6 @@ _HANDLERS: dict[type[Event], Any] = {
     OperationsGenerated: _generated,
     AgendaSucceeded: _succeeded,
     AgendaFailed: _failed,
+    AgendaUpdated: _updated,
+    AgendaDeleted: _deleted,
 }

@@ -183,6 +183,24 @@ class AgendaFailed(Event, frozen=True, tag="agenda.failed"):
     diagnostics: list[DiagnosticEvent] = msgspec.field(default_factory=list)
 
 
+# --- changes made through the API ----------------------------------------------------------
+
+
+class AgendaUpdated(Event, frozen=True, tag="agenda.updated"):
+    """Descriptive fields changed (``title``, ``linkId``, ``jobId``, ``params``): a sparse
+    merge, so fields absent from ``changes`` keep their values. ``time`` is epoch ms."""
+
+    changes: dict[str, Any]
+    time: int
+
+
+class AgendaDeleted(Event, frozen=True, tag="agenda.deleted"):
+    """The agenda was deleted while no worker held it: it leaves its queue for good. Its
+    progress stays readable, as in POP."""
+
+    time: int
+
+
 AgendaEvent = (
     AgendaSubmitted
     | AgendaDispatched
@@ -196,10 +214,47 @@ AgendaEvent = (
     | OperationsGenerated
     | AgendaSucceeded
     | AgendaFailed
+    | AgendaUpdated
+    | AgendaDeleted
 )
 
+
+# --- the objects that configure popflow ----------------------------------------------------
+#
+# Customers, resource pools, insights and agenda templates each live in a stream of their own
+# (``<kind>-<id>``, see :func:`object_stream`). Their documents are POP JSON, kept verbatim.
+
+
+class ObjectCreated(Event, frozen=True, tag="object.created"):
+    """An object of ``kind`` was created with ``document`` (its POP JSON, ``id`` included)."""
+
+    kind: str
+    object_id: str
+    customer_id: str
+    document: dict[str, Any]
+    time: int
+
+
+class ObjectUpdated(Event, frozen=True, tag="object.updated"):
+    """A sparse merge: the fields in ``changes`` replace the stored ones, others stay."""
+
+    kind: str
+    object_id: str
+    changes: dict[str, Any]
+    time: int
+
+
+class ObjectDeleted(Event, frozen=True, tag="object.deleted"):
+    kind: str
+    object_id: str
+    time: int
+
+
+ObjectEvent = ObjectCreated | ObjectUpdated | ObjectDeleted
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    str(cls.__struct_config__.tag): cls for cls in typing.get_args(AgendaEvent)
+    str(cls.__struct_config__.tag): cls
+    for cls in (*typing.get_args(AgendaEvent), *typing.get_args(ObjectEvent))
 }
 """Every current tag and the Struct that decodes it."""
 
@@ -212,3 +267,8 @@ def event_type(event: Event) -> str:
 def agenda_stream(agenda_id: str) -> str:
     """The id of the stream that holds an agenda's history."""
     return f"agenda-{agenda_id}"
+
+
+def object_stream(kind: str, object_id: str) -> str:
+    """The id of the stream of a configuration object (``customer-acme``, ...)."""
+    return f"{kind}-{object_id}"

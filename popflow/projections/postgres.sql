@@ -29,7 +29,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $7::text[], $8::bigint[], $9::jsonb[])
 ON CONFLICT (id) DO UPDATE
 SET processing_state = excluded.processing_state, updated_time = excluded.updated_time,
-    doc = excluded.doc;
+    link_id = excluded.link_id, doc = excluded.doc;
 
 -- name: upsert_operations
 INSERT INTO popflow.operation_progress AS o (id, agenda_progress_id, position, operation,

@@ -16,7 +16,7 @@ count fully in the roll-up (pop-spec §10 items 9 and 21).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +32,7 @@ from popflow.events.vocabulary import (
     AgendaStarted,
     AgendaSubmitted,
     AgendaSucceeded,
+    AgendaUpdated,
     DiagnosticEvent,
     Event,
     Operation,
@@ -106,8 +107,14 @@ class ProgressView(msgspec.Struct, frozen=True):
         )
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Whole milliseconds since 1970, rounded down in integer arithmetic: a float product
+    can land one millisecond short, and the SQL folds, which compute it exactly, would then
+    disagree with this one."""
+    return (moment - _UNIX_EPOCH) // timedelta(milliseconds=1)
 
 
 def operation_progress_id(agenda_progress_id: str, operation: str) -> str:
@@ -151,14 +158,13 @@ def result_text(result: JSON) -> str:
 
 def _submitted(event: AgendaSubmitted, now: int) -> ProgressView:
     agenda = event.agenda
-    external = agenda.params.get("externalId")
     progress = AgendaProgress(
         id=event.progress_id,
         agenda_id=event.agenda_id,
         customer_id=agenda.customer_id,
         cid=agenda.cid,
         link_id=agenda.link_id,
-        external_id=None if external is None else str(external),
+        external_id=_external_id(agenda.params),
         processing_state=WAITING,
         processing_state_message=PENDING,
         percent_complete=0.0,
@@ -172,6 +178,11 @@ def _submitted(event: AgendaSubmitted, now: int) -> ProgressView:
     )
     operations = {op.name: _new_operation(progress, op, now) for op in agenda.operations}
     return ProgressView(progress, MappingProxyType(operations))
+
+
+def _external_id(params: Mapping[str, Any]) -> str | None:
+    external = params.get("externalId")
+    return None if external is None else str(external)
 
 
 def _new_operation(agenda: AgendaProgress, op: Operation, now: int) -> OperationProgress:
@@ -239,6 +250,17 @@ def _generated(view: ProgressView, event: OperationsGenerated, now: int) -> Prog
     added = {op.name: _new_operation(view.agenda, op, now) for op in event.operations}
     view = msgspec.structs.replace(view, operations=MappingProxyType({**view.operations, **added}))
     return _agenda(view, now, params={**view.agenda.params, **(event.params or {})})
+
+
+def _updated(view: ProgressView, event: AgendaUpdated, now: int) -> ProgressView:
+    # Only what progress mirrors of the agenda: its linkId and params (and the externalId
+    # they carry). Nulls keep the stored values, as in every sparse merge.
+    changes: dict[str, Any] = {}
+    if (link_id := event.changes.get("linkId")) is not None:
+        changes["link_id"] = str(link_id)
+    if isinstance(params := event.changes.get("params"), dict):
+        changes.update(params=dict(params), external_id=_external_id(params))
+    return _agenda(view, now, **changes)
 
 
 def _completed(
@@ -359,6 +381,8 @@ _AGENDA_HANDLERS: dict[type[Event], Any] = {
     OperationsGenerated: _generated,
     AgendaSucceeded: _succeeded,
     AgendaFailed: _failed,
+    AgendaUpdated: _updated,
+    # agenda.deleted is absent on purpose: a deleted agenda's progress stays, as in POP.
 }
 
 _OPERATION_HANDLERS: dict[type[Event], Any] = {

@@ -1,9 +1,9 @@
 """The work queue as a projection: which agendas wait in which insight, and who holds which.
 
-One entry per agenda that is ready or leased, dropped when the agenda completes. It is
-maintained *inline*, in the same transaction as the events it follows, so a worker that
-claims from it can never see an agenda as ready after it was claimed, and it is rebuilt
-from the events like any other projection.
+One entry per agenda that is ready or leased, dropped when the agenda completes or is
+deleted. It is maintained *inline*, in the same transaction as the events it follows, so a
+worker that claims from it can never see an agenda as ready after it was claimed, and it is
+rebuilt from the events like any other projection.
 
 Entries keep the global position of their submission as their place in line; a reclaimed
 agenda returns to that place instead of the back of the queue.
@@ -18,6 +18,7 @@ import msgspec
 
 from popflow.events.store import RecordedEvent
 from popflow.events.vocabulary import (
+    AgendaDeleted,
     AgendaDispatched,
     AgendaFailed,
     AgendaReclaimed,
@@ -37,6 +38,7 @@ RELEVANT_TYPES = frozenset(
         "agenda.reclaimed",
         "agenda.succeeded",
         "agenda.failed",
+        "agenda.deleted",
     }
 )
 """Event types that change the queue; everything else leaves it untouched."""
@@ -91,7 +93,7 @@ def _reclaimed(entry: QueueEntry, _event: AgendaReclaimed) -> QueueEntry:
     return msgspec.structs.replace(entry, status="ready", worker_id=None)
 
 
-def _completed(_entry: QueueEntry, _event: AgendaSucceeded | AgendaFailed) -> None:
+def _left(_entry: QueueEntry, _event: AgendaSucceeded | AgendaFailed | AgendaDeleted) -> None:
     return None
 
 
@@ -99,6 +101,7 @@ _CHANGES: dict[type[Event], Callable[[QueueEntry, Any], QueueEntry | None]] = {
     AgendaDispatched: _dispatched,
     AgendaStarted: _started,
     AgendaReclaimed: _reclaimed,
-    AgendaSucceeded: _completed,
-    AgendaFailed: _completed,
+    AgendaSucceeded: _left,
+    AgendaFailed: _left,
+    AgendaDeleted: _left,
 }

@@ -1,0 +1,1 @@
+"""The HTTP API: POP resources and services, the event feed, operations endpoints."""
