@@ -50,3 +50,25 @@ async def test_the_quick_benchmark_measures_every_figure(database_dsn: str) -> N
     } <= set(table)
     assert all(figure > 0 for figures in table.values() for figure in figures), table
     assert (REPORT.read_bytes() if REPORT.exists() else None) == report_before
+
+
+_API_SUMMARY = re.compile(
+    r"POST /pop/agenda: (?P<submit>[0-9,]+) submissions/s .*GET /healthz: (?P<health>[0-9,]+) "
+    r"requests/s; ratio (?P<ratio>[0-9.]+)"
+)
+
+
+async def test_the_api_benchmark_measures_submissions_and_its_baseline(database_dsn: str) -> None:
+    command = [
+        sys.executable, "-m", "bench.api",
+        "--requests", "40", "--clients", "4", "--runs", "1", "--dsn", database_dsn,
+    ]  # fmt: skip
+
+    with anyio.fail_after(90):
+        done = await anyio.run_process(command, cwd=REPOSITORY, check=False)
+
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    found = _API_SUMMARY.search(done.stdout.decode())
+    assert found is not None, done.stdout.decode()
+    assert float(found["submit"].replace(",", "")) > 0
+    assert float(found["health"].replace(",", "")) > 0
