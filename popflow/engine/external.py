@@ -43,7 +43,7 @@ from popflow.engine.external_reports import (
     resume_progress,
     translate,
 )
-from popflow.engine.queue import ClaimedAgenda, WorkerInfo, WorkQueue
+from popflow.engine.queue import EXTERNAL_WORKER_PREFIX, ClaimedAgenda, WorkerInfo, WorkQueue
 from popflow.engine.state import AgendaState, AgendaStatus, evolve, replay
 from popflow.errors import InfrastructureError, InvalidRequest, InvalidTransition, NotFound
 from popflow.events.store import Appended, AppendRequest, AppendResult, EventStore, RecordedEvent
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_HAND_OUT: Final = 100
 """Most agendas one ``getAgenda`` hands out (POP's SQS allowed 10)."""
-HOLDER_PREFIX: Final = "external:"
+HOLDER_PREFIX: Final = EXTERNAL_WORKER_PREFIX
 """Worker identities of external executors start with this."""
 _ATTEMPTS: Final = 5
 

@@ -23,6 +23,10 @@ from popflow.engine.state import AgendaState, AgendaStatus, replay
 from popflow.events.store import AppendRequest, RecordedEvent
 from popflow.projections.queue import QueueEntry
 
+EXTERNAL_WORKER_PREFIX = "external:"
+"""Identities of external executors (one per agenda handed out, popflow.engine.external)
+start with this: such an identity is done with once its agenda is reclaimed."""
+
 
 class ClaimedAgenda(msgspec.Struct, frozen=True):
     agenda_id: str

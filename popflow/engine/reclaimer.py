@@ -8,7 +8,8 @@ and the next worker to claim it resumes it from its history: succeeded operation
 run again, interrupted ones resume their attempt with their last progress.
 
 Any number of reclaimers may run (one per worker process): the appends are fenced by
-version, so each lease is reclaimed once.
+version, so each lease is reclaimed once. The identity of an external executor (one per
+agenda it was handed) is retired with the lease it lost.
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ from anyio.abc import TaskStatus
 
 from popflow.engine.clock import Clock
 from popflow.engine.decide import Reclaim, decide, is_current
-from popflow.engine.queue import ExpiredLease, WorkQueue
+from popflow.engine.queue import EXTERNAL_WORKER_PREFIX, ExpiredLease, WorkQueue
 from popflow.engine.state import replay
 from popflow.errors import InfrastructureError
-from popflow.events.store import Appended, AppendRequest, EventStore, RecordedEvent
+from popflow.events.store import (
+    Appended,
+    AppendRequest,
+    AppendResult,
+    EventStore,
+    RecordedEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +71,27 @@ class Reclaimer:
         histories = await self._events.read_streams([e.stream_id for e in expired])
         requests = [r for e in expired if (r := self._request(e, histories.get(e.stream_id, [])))]
         results = await self._events.append(requests)
+        await self._retire_external(expired, results)
         count = sum(isinstance(r, Appended) for r in results)
         self.reclaimed += count
         if count:
             log.info("reclaimed %d agendas from silent workers", count)
         return count
+
+    async def _retire_external(
+        self, expired: list[ExpiredLease], results: list[AppendResult]
+    ) -> None:
+        """An external executor's identity holds one agenda: once that agenda is reclaimed
+        the identity is finished with (otherwise its row would stay forever)."""
+        reclaimed = {r.stream_id for r in results if isinstance(r, Appended)}
+        for lease in expired:
+            worker = lease.worker_id
+            if (
+                lease.stream_id in reclaimed
+                and worker
+                and worker.startswith(EXTERNAL_WORKER_PREFIX)
+            ):
+                await self._queue.retire(worker)
 
     def _request(self, lease: ExpiredLease, history: list[RecordedEvent]) -> AppendRequest | None:
         state = replay(e.event for e in history)

@@ -207,3 +207,21 @@ async def test_every_kind_supports_every_method(api_server: RunningServer) -> No
                 if e["streamId"] == f"{kind}-{created['id']}"
             ]
             assert types == ["object.created", "object.updated", "object.deleted"], kind
+
+
+async def test_no_route_fails_on_an_empty_request(api_server: RunningServer) -> None:
+    """Every documented route, called with nothing useful, answers a client error or a
+    result as JSON: never a server error, never an empty body."""
+    async with api_server.client("superuser") as client:
+        document = (await client.get("/openapi.json")).body
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                if method not in {"get", "post", "put", "delete"}:
+                    continue
+                url = path.replace("{id}", "nothing-here")
+                body: dict[str, object] | None = {} if method in {"post", "put"} else None
+                answer = await client.call(method.upper(), url, body)
+                where = f"{method.upper()} {url} ({operation.get('operationId')})"
+                assert answer.status < 500, where
+                if path not in {"/metrics", "/docs"}:
+                    assert isinstance(answer.body, dict | list), where

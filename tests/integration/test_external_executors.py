@@ -178,6 +178,7 @@ async def test_a_lapsed_lease_is_handed_out_again_with_the_prior_progress(setup:
     assert await setup.external.renew() == 0
     await anyio.sleep(LEASE_TIMEOUT * 1.5)
     assert await setup.reclaimer().sweep() == 1
+    assert not await setup.queue.heartbeat(first.worker_id)  # retired with its lease
     with pytest.raises(InvalidTransition, match="not held by an external executor"):
         await setup.report("a1", processingState="EXECUTING")
 
