@@ -23,6 +23,9 @@ from anyio.abc import TaskGroup
 
 from popflow.adapters.handlers import BUILTIN_HANDLERS
 from popflow.adapters.memory import Handler, MemoryRunner
+from popflow.adapters.process import ProcessRunner
+from popflow.adapters.registry import Registry
+from popflow.adapters.runners import Runners
 from popflow.embedded import embedded_server
 from popflow.engine.agenda import agenda_from_mapping, parse_agenda
 from popflow.engine.clock import Clock, SystemClock
@@ -31,6 +34,7 @@ from popflow.engine.memory_queue import MemoryWorkQueue
 from popflow.engine.postgres_queue import PostgresWorkQueue
 from popflow.engine.queue import WorkQueue
 from popflow.engine.reclaimer import Reclaimer
+from popflow.engine.runner import OperationRunner
 from popflow.engine.service import AgendaService, Submission, SubmissionLimits
 from popflow.engine.state import AgendaState, evolve
 from popflow.engine.worker import Worker
@@ -52,7 +56,7 @@ from popflow.projections.runner import ProjectionRunner
 from popflow.projections.statistics import MemoryStatistics, Statistics
 from popflow.projections.store import ProgressStore
 from popflow.projections.summary import ProgressSummary, summarize
-from popflow.settings import Settings, redacted
+from popflow.settings import RunnerSettings, Settings, redacted
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,7 @@ class Engine:
         settings: Settings,
         storage: Storage,
         runner: MemoryRunner,
+        operations: OperationRunner,
         committer: GroupCommitter,
         projection: ProjectionRunner,
         worker: Worker,
@@ -173,6 +178,10 @@ class Engine:
         self.settings = settings
         self.storage = storage
         self.runner = runner
+        """The in-process handlers (register more with :meth:`register_handler`)."""
+        self.operations = operations
+        """Every runner the worker uses: the handlers, then local processes and pods of the
+        registry (``POPFLOW_REGISTRY``), the first that knows an operation's type."""
         self.worker = worker
         self.projection = projection
         self.committer = committer
@@ -184,7 +193,7 @@ class Engine:
         self.agendas = AgendaService(
             storage.events,
             append=committer.append,
-            known_type=runner.knows,
+            known_type=operations.knows,
             limits=SubmissionLimits(max_operations=settings.max_operations),
         )
 
@@ -343,8 +352,9 @@ async def _running_engine(
     reclaim: bool,
     clock: Clock,
 ) -> AsyncIterator[Engine]:
-    async with anyio.create_task_group() as tg:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         runner = MemoryRunner({**BUILTIN_HANDLERS, **(handlers or {})}, clock=clock)
+        operations = await _operation_runners(settings, runner, clock, tg, stack)
         committer = GroupCommitter(storage.events)
         projection = ProjectionRunner(
             storage.events,
@@ -356,7 +366,7 @@ async def _running_engine(
             queue=storage.queue,
             events=storage.events,
             append=committer.append,
-            runner=runner,
+            runner=operations,
             clock=clock,
             settings=settings.worker,
         )
@@ -378,6 +388,7 @@ async def _running_engine(
                 settings=settings,
                 storage=storage,
                 runner=runner,
+                operations=operations,
                 committer=committer,
                 projection=projection,
                 worker=worker,
@@ -390,6 +401,50 @@ async def _running_engine(
                 await worker_done.wait()
                 await _final_catch_up(projection)
             tg.cancel_scope.cancel()
+
+
+async def _operation_runners(
+    settings: Settings,
+    handlers: MemoryRunner,
+    clock: Clock,
+    tg: TaskGroup,
+    stack: AsyncExitStack,
+) -> OperationRunner:
+    """The handlers alone, or, with a registry, the handlers then its local processes and
+    pods (a Python handler wins over a registry entry of the same type, as in POP). With
+    pod types, the Kubernetes client lives as long as the engine, and the pod reaper runs."""
+    if settings.runners.registry is None:
+        return handlers
+    registry = Registry.load(settings.runners.registry)
+    runners: list[OperationRunner] = [handlers, ProcessRunner(registry, clock=clock)]
+    if registry.pod_types():
+        runners.append(await _kubernetes_runner(settings.runners, registry, clock, tg, stack))
+    return Runners(runners, clock=clock)
+
+
+async def _kubernetes_runner(
+    config: RunnerSettings, registry: Registry, clock: Clock, tg: TaskGroup, stack: AsyncExitStack
+) -> OperationRunner:
+    try:
+        from popflow.adapters import kubernetes, pod_reaper  # noqa: PLC0415 - an optional extra
+    except ImportError as exc:
+        raise InfrastructureError(
+            "the registry has pod types, but the Kubernetes client is not installed: "
+            "pip install 'popflow[kubernetes]'"
+        ) from exc
+    client = await kubernetes.connect(config.kubeconfig)
+    stack.push_async_callback(client.close)
+    reaper = pod_reaper.PodReaper(
+        client,
+        namespace=config.kubernetes_namespace,
+        clock=clock,
+        age_seconds=config.pod_reap_age,
+        interval=config.pod_reap_interval,
+    )
+    await tg.start(reaper.run, name="popflow-pod-reaper")
+    return kubernetes.KubernetesRunner(
+        registry, client, namespace=config.kubernetes_namespace, clock=clock
+    )
 
 
 async def _final_catch_up(projection: ProjectionRunner) -> None:

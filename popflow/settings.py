@@ -15,6 +15,11 @@ Environment variables:
     ``~/.local/share/popflow``).
 ``POPFLOW_POSTGRES_BIN``
     A PostgreSQL ``bin`` directory to use instead of the binaries bundled with popflow.
+``POPFLOW_REGISTRY``
+    The registry of operation types run as local processes or Kubernetes pods (JSON).
+``POPFLOW_KUBERNETES_NAMESPACE``, ``POPFLOW_KUBECONFIG``
+    Where pods run (default namespace ``default``; without a kubeconfig, the in-cluster
+    service account).
 """
 
 from __future__ import annotations
@@ -34,6 +39,20 @@ _SCHEMES = ("postgresql://", "postgres://", MEMORY_DSN)
 
 
 @dataclasses.dataclass(frozen=True)
+class RunnerSettings:
+    """Where operations run besides in-process handlers (see docs/runners.md)."""
+
+    registry: Path | None = None
+    """The registry (JSON) mapping operation types to local processes and pods."""
+    kubernetes_namespace: str = "default"
+    kubeconfig: Path | None = None
+    """A kubeconfig file; None: the in-cluster configuration (service account)."""
+    pod_reap_age: float = 24 * 3600.0
+    """Finished pods older than this many seconds are deleted by the pod reaper."""
+    pod_reap_interval: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     dsn: str | None = None
     """None: the embedded PostgreSQL; ``memory://``: in-process memory."""
@@ -48,6 +67,7 @@ class Settings:
     max_agenda_bytes: int = 1024 * 1024
     """Largest agenda document accepted (its JSON text)."""
     max_operations: int = 10_000
+    runners: RunnerSettings = dataclasses.field(default_factory=RunnerSettings)
 
     @property
     def uses_memory(self) -> bool:
@@ -81,11 +101,22 @@ class Settings:
             found["dsn"] = dsn
         if bin_dir := environ.get("POPFLOW_POSTGRES_BIN"):
             found["postgres_bin"] = Path(bin_dir)
+        found["runners"] = _runner_settings(environ)
         found.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**found)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _runner_settings(environ: Mapping[str, str]) -> RunnerSettings:
+    registry = environ.get("POPFLOW_REGISTRY")
+    kubeconfig = environ.get("POPFLOW_KUBECONFIG")
+    return RunnerSettings(
+        registry=Path(registry) if registry else None,
+        kubernetes_namespace=environ.get("POPFLOW_KUBERNETES_NAMESPACE") or "default",
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+    )
 
 
 def redacted(dsn: str) -> str:

@@ -52,6 +52,10 @@ environment:
                         (default $XDG_DATA_HOME/popflow, else ~/.local/share/popflow)
   POPFLOW_POSTGRES_BIN  PostgreSQL bin directory for the private server (default: the
                         binaries bundled with popflow)
+  POPFLOW_REGISTRY      registry (JSON) of operation types run as local processes or
+                        Kubernetes pods (docs/runners.md)
+  POPFLOW_KUBERNETES_NAMESPACE, POPFLOW_KUBECONFIG
+                        where pods run (default: namespace default, in-cluster account)
   NO_COLOR              plain output even on a terminal
 """
 

@@ -1,29 +1,69 @@
 """The OperationRunner contract: what the executor relies on from any runner.
 
 Every runner must run POP's ``sample`` operation type (the in-memory runner with its
-built-in handler today; process and pod runners with the sample handler program and image),
-so the contract is stated in terms of it.
+built-in handler; the process runner with the sample handler program; the pod runner with
+the sample image), so the contract is stated in terms of it.
+
+To add a runner, add a factory to ``FACTORIES``: an async context manager that yields a
+runner knowing ``sample`` (it gets the test's request, for fixtures it needs).
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
 
 from popflow.adapters.handlers import BUILTIN_HANDLERS
+from popflow.adapters.kubernetes import KubernetesRunner
 from popflow.adapters.memory import MemoryRunner
+from popflow.adapters.process import ProcessRunner
+from popflow.adapters.registry import Registry
 from popflow.engine.runner import Failed, Invocation, OperationRunner, ProgressReport, Succeeded
 from popflow.events.vocabulary import Operation
+from tests.support.kube import SAMPLE_IMAGE, emulated_cluster
 
-RUNNERS = ["memory"]
+RunnerFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[OperationRunner]]
+
+
+@asynccontextmanager
+async def memory_runner(request: pytest.FixtureRequest) -> AsyncIterator[OperationRunner]:
+    yield MemoryRunner(BUILTIN_HANDLERS)
+
+
+@asynccontextmanager
+async def process_runner(request: pytest.FixtureRequest) -> AsyncIterator[OperationRunner]:
+    sample = {"process": {"command": [sys.executable, "-m", "popflow.handler.sample"]}}
+    registry = Registry.from_json(json.dumps({"sample": sample}), source="contract tests")
+    yield ProcessRunner(registry, kill_grace=2.0)
+
+
+@asynccontextmanager
+async def kubernetes_runner(request: pytest.FixtureRequest) -> AsyncIterator[OperationRunner]:
+    """Pods of the sample image on an emulated cluster (tests/support/kube.py)."""
+    sample = {"podConfig": {"imageName": SAMPLE_IMAGE}}
+    registry = Registry.from_json(json.dumps({"sample": sample}), source="contract tests")
+    async with emulated_cluster() as cluster, cluster.api_client() as client:
+        yield KubernetesRunner(registry, client, poll_interval=0.05)
+
+
+FACTORIES: dict[str, RunnerFactory] = {
+    "memory": memory_runner,
+    "process": process_runner,
+    "kubernetes": kubernetes_runner,
+}
+RUNNERS = list(FACTORIES)
 
 
 @pytest.fixture(params=RUNNERS)
-def runner(request: pytest.FixtureRequest) -> OperationRunner:
-    assert request.param == "memory"
-    return MemoryRunner(BUILTIN_HANDLERS)
+async def runner(request: pytest.FixtureRequest) -> AsyncIterator[OperationRunner]:
+    async with FACTORIES[request.param](request) as opened:
+        yield opened
 
 
 def invocation(
