@@ -426,13 +426,13 @@ async def _kubernetes_runner(
     config: RunnerSettings, registry: Registry, clock: Clock, tg: TaskGroup, stack: AsyncExitStack
 ) -> OperationRunner:
     try:
-        from popflow.adapters import kubernetes, pod_reaper  # noqa: PLC0415 - an optional extra
+        from popflow.adapters import kubernetes, kubernetes_api, pod_reaper  # noqa: PLC0415 - an optional extra
     except ImportError as exc:
         raise InfrastructureError(
             "the registry has pod types, but the Kubernetes client is not installed: "
             "pip install 'popflow[kubernetes]'"
         ) from exc
-    client = await kubernetes.connect(config.kubeconfig)
+    client = await kubernetes_api.connect(config.kubeconfig)
     stack.push_async_callback(client.close)
     reaper = pod_reaper.PodReaper(
         client,

@@ -4,16 +4,12 @@ The registry's ``podConfig`` of the operation's type (:mod:`popflow.adapters.reg
 says which image runs it and how. The runner creates one pod per attempt and follows it to
 the operation's outcome:
 
-* **A deterministic name.** The pod is called ``<namePrefix>-<16 hex digits of
-  sha256(agenda, operation, attempt)>``. A worker that restarts and resumes the agenda asks
-  for the same pod, gets 409 Conflict and *adopts* the running pod instead of launching a
-  second one; a pod that has already finished gives its outcome at once.
-* **POP's handler contract** (:mod:`popflow.handler.contract`): the payload in ``PAYLOAD``
-  (or compressed segments), ``LAST_PROGRESS`` on a retry, the agenda's ids, ``MY_POD_NAME``
-  and ``POD_NAMESPACE`` from field references, then the registry's ``envVars`` (the
-  contract wins). Labels ``app.kubernetes.io/managed-by: popflow`` and ``popflow.io/*``
-  name the agenda, operation and attempt (the PodReaper selects on the first);
-  ``restartPolicy: Never``.
+* **The pod** is built by :mod:`popflow.adapters.pod_manifest`: a name derived from
+  (agenda, operation, attempt), POP's handler contract in its environment, and labels
+  naming popflow, the agenda, the operation and the attempt.
+* **Adopting.** A worker that restarts and resumes the agenda asks for the same pod, gets
+  409 Conflict and *adopts* the running pod (when its labels are this attempt's) instead
+  of launching a second one; a pod that has already finished gives its outcome at once.
 * **Following.** The pod is watched (from its ``resourceVersion``, resumed after every
   break): the annotation ``pop.report.progress`` is the handler's progress (each new
   EXECUTING one goes to the progress callback) and ``pop.report.payload`` its result. Its
@@ -34,29 +30,33 @@ the operation's outcome:
   run (shielded, then the cancellation goes on), and a finished pod when the config says
   ``reapCompletedPods``. Other finished pods are left to :mod:`popflow.adapters.pod_reaper`.
 
-Every API call goes through :class:`PodApi`, which speaks plain JSON and turns the
-client's errors into :class:`KubernetesApiError` (an :class:`InfrastructureError`).
+Every API call goes through :class:`~popflow.adapters.kubernetes_api.PodApi`, which speaks
+plain JSON and turns the client's errors into
+:class:`~popflow.adapters.kubernetes_api.KubernetesApiError`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import re
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import aiohttp
 import anyio
 import msgspec
-from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
-from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
+from kubernetes_asyncio.client import ApiClient
 
-from popflow.adapters.registry import PodConfig, Registry, thaw
+from popflow.adapters.kubernetes_api import KubernetesApiError, PodApi
+from popflow.adapters.pod_manifest import (
+    AGENDA_LABEL,
+    ATTEMPT_LABEL,
+    CONTAINER,
+    MANAGED_BY,
+    pod_manifest,
+    pod_name,
+)
+from popflow.adapters.registry import PodConfig, Registry
 from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.runner import (
     Failed,
@@ -67,19 +67,10 @@ from popflow.engine.runner import (
     Succeeded,
     diagnostic,
 )
-from popflow.errors import InfrastructureError
 from popflow.events.vocabulary import JSON, DiagnosticEvent, Params
 from popflow.handler import contract
 
 log = logging.getLogger(__name__)
-
-MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-POPFLOW: Final = "popflow"
-MANAGED_SELECTOR: Final = f"{MANAGED_BY}={POPFLOW}"
-AGENDA_LABEL: Final = "popflow.io/agenda"
-OPERATION_LABEL: Final = "popflow.io/operation"
-ATTEMPT_LABEL: Final = "popflow.io/attempt"
-CONTAINER: Final = "handler"
 
 NEVER_RUNS: Final = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"}
@@ -88,328 +79,11 @@ NEVER_RUNS: Final = frozenset(
 TAIL_LINES: Final = 10
 TAIL_LINE_CHARS: Final = 4096
 """Each kept log line is cut to this, since the tail ends up in stored diagnostics."""
-MAX_LOG_LINE: Final = 64 * 1024
-"""Bytes after which an endless log line is cut into pieces."""
-REQUEST_SECONDS: Final = 30.0
-WATCH_SECONDS: Final = 60
-"""The API server ends each watch after this long; the runner resumes it."""
-LOG_STALL_SECONDS: Final = 30.0
-"""A followed log silent for this long is reconnected (a dead connection looks the same)."""
 DRAIN_SECONDS: Final = 2.0
 """After the pod ends, how long its last log lines may take to arrive."""
 MAX_API_FAILURES: Final = 5
 """Consecutive failed calls after which the runner stops following a pod."""
 DELETE_SECONDS: Final = 10.0
-
-
-class KubernetesApiError(InfrastructureError):
-    """A call to the Kubernetes API failed; ``status`` is the HTTP status, if any came."""
-
-    def __init__(self, what: str, status: int | None, reason: str) -> None:
-        self.status = status
-        self.retryable = status is None or status == 429 or status >= 500
-        super().__init__(f"{what}: {reason}" if status is None else f"{what}: {status} {reason}")
-
-
-async def connect(
-    kubeconfig: str | os.PathLike[str] | None = None, *, context: str | None = None
-) -> ApiClient:
-    """An API client: the pod's service account when running in a cluster (and no
-    ``kubeconfig`` is named), else the kubeconfig (``~/.kube/config`` by default).
-    The caller closes it (``async with client``) when done."""
-    configuration = Configuration()
-    if kubeconfig is None:
-        try:
-            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except ConfigException:
-            log.debug("not in a cluster: using the kubeconfig")
-        else:
-            return ApiClient(configuration)
-    try:
-        await load_kube_config(
-            config_file=None if kubeconfig is None else os.fspath(kubeconfig),
-            context=context,
-            client_configuration=configuration,
-        )
-    except (ConfigException, OSError) as exc:
-        raise InfrastructureError(f"cannot load the Kubernetes configuration: {exc}") from exc
-    return ApiClient(configuration)
-
-
-def pod_name(invocation: Invocation, prefix: str = "pop") -> str:
-    """The attempt's pod name: the same (agenda, operation, attempt) always gives the same."""
-    key = json.dumps([invocation.agenda_id, invocation.operation.name, invocation.attempt])
-    return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-
-
-def pod_manifest(invocation: Invocation, config: PodConfig, name: str) -> dict[str, Any]:
-    """The pod that runs one attempt of an operation."""
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": config.image_name,
-        "env": _environment(invocation, config),
-        "resources": _resources(config),
-    }
-    optional = {
-        "command": config.command,
-        "args": config.arguments,
-        "volumeMounts": config.volume_mounts,
-        "imagePullPolicy": "Always" if config.pull_always else None,
-    }
-    container.update({key: thaw(value) for key, value in optional.items() if value})
-    spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
-    pod_optional = {
-        "serviceAccountName": config.service_account_name,
-        "nodeSelector": config.node_selector,
-        "tolerations": config.tolerations,
-        "volumes": config.volumes,
-    }
-    spec.update({key: thaw(value) for key, value in pod_optional.items() if value})
-    metadata = {
-        "name": name,
-        "labels": {**config.labels, **_identity_labels(invocation)},
-        "annotations": {
-            AGENDA_LABEL: invocation.agenda_id,
-            OPERATION_LABEL: invocation.operation.name,
-        },
-    }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-
-
-def _environment(invocation: Invocation, config: PodConfig) -> list[dict[str, Any]]:
-    values = {"LOG_LEVEL": "INFO", **config.env_vars}
-    values.update(contract.payload_environment(invocation.payload))
-    values.update(_identity(invocation))
-    from_fields = {
-        contract.POD_NAME: "metadata.name",
-        contract.POD_NAMESPACE: "metadata.namespace",
-    }
-    env: list[dict[str, Any]] = [
-        {"name": key, "value": value} for key, value in values.items() if key not in from_fields
-    ]
-    for key, path in from_fields.items():
-        env.append({"name": key, "valueFrom": {"fieldRef": {"fieldPath": path}}})
-    return env
-
-
-def _identity(invocation: Invocation) -> dict[str, str]:
-    env = {
-        contract.AGENDA_ID: invocation.agenda_id,
-        contract.OPERATION_NAME: invocation.operation.name,
-        contract.CUSTOMER_ID: invocation.customer_id,
-        contract.PROGRESS_ID: invocation.progress_id,
-    }
-    if invocation.cid is not None:
-        env[contract.CID] = invocation.cid
-    if invocation.operation.id is not None:
-        env[contract.OPERATION_ID] = invocation.operation.id
-    if invocation.prior_progress is not None:
-        env[contract.LAST_PROGRESS] = json.dumps(invocation.prior_progress)
-    return env
-
-
-def _resources(config: PodConfig) -> dict[str, dict[str, str]]:
-    requests = {"cpu": config.cpu_min_request_count, "memory": config.memory_request_count}
-    limits = {"cpu": config.cpu_max_request_count, "memory": config.memory_limit_count}
-    return {
-        "requests": {key: value for key, value in requests.items() if value},
-        "limits": {key: value for key, value in limits.items() if value},
-    }
-
-
-def _identity_labels(invocation: Invocation) -> dict[str, str]:
-    return {
-        MANAGED_BY: POPFLOW,
-        AGENDA_LABEL: _label_value(invocation.agenda_id),
-        OPERATION_LABEL: _label_value(invocation.operation.name),
-        ATTEMPT_LABEL: str(invocation.attempt),
-    }
-
-
-def _label_value(text: str) -> str:
-    """A label value (<= 63 of ``[A-Za-z0-9-_.]``, alphanumeric at both ends); the exact
-    value is in the annotation of the same name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
-
-
-class PodApi:
-    """The pod calls popflow makes, in one namespace, on plain JSON."""
-
-    def __init__(self, client: ApiClient, namespace: str) -> None:
-        self._client = client
-        self.namespace = namespace
-
-    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The created pod, or None when a pod of that name exists already."""
-        try:
-            return await self._json("create pod", "POST", "", body=manifest)
-        except KubernetesApiError as exc:
-            if exc.status == 409:
-                return None
-            raise
-
-    async def read(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._json(f"read pod {name}", "GET", f"/{name}")
-        except KubernetesApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    async def delete(self, name: str) -> bool:
-        """Delete a pod; False when there was none."""
-        try:
-            await self._json(f"delete pod {name}", "DELETE", f"/{name}")
-        except KubernetesApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
-    async def list(self, label_selector: str, *, page: int = 500) -> list[dict[str, Any]]:
-        """Every pod matching the selector (fetched ``page`` at a time)."""
-        pods: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            query = {"labelSelector": label_selector, "limit": str(page)}
-            body = await self._json("list pods", "GET", "", query=query | {"continue": token})
-            pods.extend(body.get("items") or [])
-            token = (body.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return pods
-
-    @asynccontextmanager
-    async def watch(self, name: str, version: str) -> AsyncIterator[AsyncGenerator[dict[str, Any]]]:
-        """The pod's watch events after ``version``, until the API server ends the watch."""
-        what = f"watch pod {name}"
-        query = {
-            "watch": "true",
-            "fieldSelector": f"metadata.name={name}",
-            "resourceVersion": version,
-            "timeoutSeconds": str(WATCH_SECONDS),
-        }
-        timeout = aiohttp.ClientTimeout(total=WATCH_SECONDS + REQUEST_SECONDS)
-        async with self._stream(what, "", query, timeout) as lines:
-            events = _events(what, lines)
-            try:
-                yield events
-            finally:
-                await events.aclose()
-
-    @asynccontextmanager
-    async def log(self, name: str) -> AsyncIterator[AsyncIterator[str]]:
-        """The container's log, followed while it runs (all of it, from the start)."""
-        query = {"container": CONTAINER, "follow": "true"}
-        timeout = aiohttp.ClientTimeout(sock_connect=REQUEST_SECONDS, sock_read=LOG_STALL_SECONDS)
-        async with self._stream(
-            f"read the log of pod {name}", f"/{name}/log", query, timeout
-        ) as lines:
-            yield lines
-
-    async def _json(
-        self,
-        what: str,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None = None,
-        body: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        timeout = aiohttp.ClientTimeout(total=REQUEST_SECONDS)
-        response = await self._call(what, method, path, query=query, body=body, timeout=timeout)
-        try:
-            decoded = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise KubernetesApiError(what, None, str(exc) or type(exc).__name__) from exc
-        finally:
-            response.release()
-        return decoded if isinstance(decoded, dict) else {}
-
-    @asynccontextmanager
-    async def _stream(
-        self, what: str, path: str, query: Mapping[str, str], timeout: aiohttp.ClientTimeout
-    ) -> AsyncIterator[AsyncIterator[str]]:
-        response = await self._call(what, "GET", path, query=query, body=None, timeout=timeout)
-        lines = _lines(what, response.content)
-        try:
-            yield lines
-        finally:
-            await lines.aclose()
-            response.close()
-
-    async def _call(
-        self,
-        what: str,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | None,
-        body: Mapping[str, Any] | None,
-        timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
-        call: Awaitable[aiohttp.ClientResponse] = self._client.call_api(
-            f"/api/v1/namespaces/{{namespace}}/pods{path}",
-            method,
-            path_params={"namespace": self.namespace},
-            query_params=[(key, value) for key, value in (query or {}).items() if value],
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-        try:
-            response = await call
-        except ApiException as exc:
-            raise KubernetesApiError(what, exc.status or None, str(exc.reason)) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubernetesApiError(what, None, str(exc) or type(exc).__name__) from exc
-        if response.status >= 400:
-            try:
-                text = await response.text()
-            finally:
-                response.release()
-            raise KubernetesApiError(what, response.status, _status_message(text))
-        return response
-
-
-async def _lines(what: str, content: aiohttp.StreamReader) -> AsyncGenerator[str]:
-    """The lines of a streamed body, however long (an endless line is cut)."""
-    pending = b""
-    try:
-        async for chunk in content.iter_any():
-            *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) > MAX_LOG_LINE:
-                lines, pending = [*lines, pending], b""
-            for line in lines:
-                yield line.decode("utf-8", errors="replace").rstrip("\r")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise KubernetesApiError(what, None, str(exc) or type(exc).__name__) from exc
-    if pending:
-        yield pending.decode("utf-8", errors="replace")
-
-
-async def _events(what: str, lines: AsyncIterator[str]) -> AsyncGenerator[dict[str, Any]]:
-    async for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            event = None
-        if not isinstance(event, dict):
-            raise KubernetesApiError(what, None, f"not a watch event: {line[:200]}")
-        yield event
-
-
-def _status_message(text: str) -> str:
-    """The message of a Kubernetes Status body (or the start of whatever came)."""
-    try:
-        status = json.loads(text)
-    except ValueError:
-        return text[:200]
-    if isinstance(status, dict) and status.get("message"):
-        return str(status["message"])
-    return text[:200]
 
 
 class KubernetesRunner:

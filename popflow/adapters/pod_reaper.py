@@ -26,7 +26,8 @@ import anyio
 from anyio.abc import TaskStatus
 from kubernetes_asyncio.client import ApiClient
 
-from popflow.adapters.kubernetes import MANAGED_SELECTOR, KubernetesApiError, PodApi
+from popflow.adapters.kubernetes_api import KubernetesApiError, PodApi
+from popflow.adapters.pod_manifest import MANAGED_SELECTOR
 from popflow.engine.clock import Clock, SystemClock
 from popflow.errors import InfrastructureError
 

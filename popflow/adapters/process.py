@@ -22,7 +22,8 @@ handler that had already reported COMPLETE keeps its verdict when a timeout then
 
 Stopping is always the same, whether the run timed out, was cancelled, or its program left
 background processes behind: SIGTERM to the whole group, ``kill_grace`` seconds to go, then
-SIGKILL. Cancellation is re-raised once the group is gone. No process outlives its run.
+SIGKILL (:mod:`popflow.adapters.process_group`). Cancellation is re-raised once the group
+is gone. No process outlives its run.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import signal
 import subprocess
 from collections import deque
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, Process
 
+from popflow.adapters.process_group import ProcessGroup
 from popflow.adapters.registry import ProcessConfig, Registry
 from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.runner import (
@@ -65,7 +66,6 @@ DRAIN_SECONDS: Final = 1.0
 """After the program exits, how long its output may take to reach its end (a background
 process that still holds the pipes open is not waited for longer)."""
 READ_SIZE: Final = 64 * 1024
-GROUP_POLL_SECONDS: Final = 0.02
 
 _CONTRACT_NAMES: Final = frozenset(
     {
@@ -120,7 +120,7 @@ class ProcessRunner:
         try:
             os.set_blocking(read_fd, False)
             process = await self._start(invocation, settings, write_fd)
-            group = _ProcessGroup(process, self._kill_grace)
+            group = ProcessGroup(process, self._kill_grace)
             try:
                 await self._supervise(group, read_fd, settings, attempt)
             finally:
@@ -157,7 +157,7 @@ class ProcessRunner:
         return process
 
     async def _supervise(
-        self, group: _ProcessGroup, read_fd: int, settings: ProcessConfig, attempt: _Attempt
+        self, group: ProcessGroup, read_fd: int, settings: ProcessConfig, attempt: _Attempt
     ) -> None:
         """Read the log and the reports until the program is done; a timeout cancels it.
         Processes it left behind are stopped before the output is drained: they would hold
@@ -178,7 +178,7 @@ class ProcessRunner:
         self,
         settings: ProcessConfig,
         attempt: _Attempt,
-        group: _ProcessGroup,
+        group: ProcessGroup,
         run: anyio.CancelScope,
     ) -> None:
         """Cancel ``run`` when a timeout expires before the program exits."""
@@ -195,34 +195,6 @@ class ProcessRunner:
                 run.cancel()
                 return
             await anyio.sleep(remaining)
-
-
-class _ProcessGroup:
-    """The program's process group (it leads a session of its own), stopped at most once."""
-
-    def __init__(self, process: Process, kill_grace: float) -> None:
-        self.process = process
-        self._id = process.pid  # a session leader's pid is its group id
-        self._kill_grace = kill_grace
-        self._stopped = False
-
-    async def stop(self) -> None:
-        """SIGTERM the whole group, give it ``kill_grace`` seconds, then SIGKILL it."""
-        if self._stopped:
-            return  # never signal a group id that may have been reused since
-        if _signal_group(self._id, signal.SIGTERM):
-            with anyio.move_on_after(self._kill_grace):
-                await self._until_gone()
-        if _signal_group(self._id, signal.SIGKILL):
-            with anyio.move_on_after(self._kill_grace):
-                await self._until_gone()
-        self._stopped = True
-
-    async def _until_gone(self) -> None:
-        await self.process.wait()
-        # The end of a process group is no event anyone can wait on: poll it.
-        while _group_alive(self._id):  # noqa: ASYNC110
-            await anyio.sleep(GROUP_POLL_SECONDS)
 
 
 class _CannotStart(Exception):
@@ -462,32 +434,3 @@ def _describe_exit(returncode: int | None) -> str:
         except ValueError:
             return f"the process was killed by signal {-returncode}"
     return f"the process exited with status {returncode}"
-
-
-def _signal_group(group: int, signum: int) -> bool:
-    """Signal every process of the group; False when none is left."""
-    try:
-        os.killpg(group, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _group_alive(group: int) -> bool:
-    """Whether a process of the group still runs. Zombies do not count: an init process
-    that does not reap orphans (as in some containers) would keep a dead group alive."""
-    if not _signal_group(group, 0):
-        return False
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    return any(_runs_in_group(stat, group) for stat in proc.glob("[0-9]*/stat"))
-
-
-def _runs_in_group(stat: Path, group: int) -> bool:
-    try:
-        fields = stat.read_text().rpartition(")")[2].split()
-    except OSError:  # the process ended while we looked
-        return False
-    # After the command: state, ppid, pgrp (proc(5)).
-    return len(fields) > 2 and fields[2] == str(group) and fields[0] not in {"Z", "X"}

@@ -72,3 +72,22 @@ async def test_the_api_benchmark_measures_submissions_and_its_baseline(database_
     assert found is not None, done.stdout.decode()
     assert float(found["submit"].replace(",", "")) > 0
     assert float(found["health"].replace(",", "")) > 0
+
+
+async def test_the_runner_benchmark_measures_the_runner_and_its_baseline() -> None:
+    command = [
+        sys.executable, "-m", "bench.runners", "--operations", "4", "--concurrency", "2",
+        "--runs", "1",
+    ]  # fmt: skip
+
+    with anyio.fail_after(90):
+        done = await anyio.run_process(command, cwd=REPOSITORY, check=False)
+
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    found = re.search(
+        r"process runner: ([0-9.]+) operations/s .* started directly: ([0-9.]+)/s; ratio",
+        done.stdout.decode(),
+    )
+    assert found is not None, done.stdout.decode()
+    assert float(found[1]) > 0
+    assert float(found[2]) > 0

@@ -39,7 +39,9 @@ from kubernetes_asyncio.client import (
     V1ServiceAccount,
 )
 
-from popflow.adapters.kubernetes import KubernetesRunner, PodApi, connect, pod_name
+from popflow.adapters.kubernetes import KubernetesRunner
+from popflow.adapters.kubernetes_api import PodApi, connect
+from popflow.adapters.pod_manifest import pod_name
 from popflow.adapters.pod_reaper import PodReaper
 from popflow.adapters.registry import Registry
 from popflow.engine.runner import Failed, Invocation, ProgressReport, Succeeded

@@ -20,13 +20,9 @@ import msgspec
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from popflow.adapters.kubernetes import (
-    KubernetesRunner,
-    PodApi,
-    connect,
-    pod_manifest,
-    pod_name,
-)
+from popflow.adapters.kubernetes import KubernetesRunner
+from popflow.adapters.kubernetes_api import PodApi, connect
+from popflow.adapters.pod_manifest import pod_manifest, pod_name
 from popflow.adapters.registry import Registry
 from popflow.engine.runner import Failed, Invocation, ProgressReport, Succeeded
 from popflow.errors import InfrastructureError

@@ -13,7 +13,8 @@ import anyio
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from popflow.adapters.kubernetes import MANAGED_BY, PodApi
+from popflow.adapters.kubernetes_api import PodApi
+from popflow.adapters.pod_manifest import MANAGED_BY
 from popflow.adapters.pod_reaper import PodReaper, finished_ms, reapable
 from tests.support.kube import Cluster, emulated_cluster
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from popflow.adapters.handlers import BUILTIN_HANDLERS
-from popflow.adapters.handlers.sample import SAMPLE_JOB_ID
 from popflow.adapters.memory import MemoryRunner
 from popflow.engine.runner import Failed, Invocation, ProgressReport, Succeeded
 from popflow.events.vocabulary import Operation
+from popflow.handler.sample import SAMPLE_JOB_ID
 
 runner = MemoryRunner(BUILTIN_HANDLERS)
 

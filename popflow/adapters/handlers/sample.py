@@ -8,7 +8,8 @@ step, then logs, fails with ``exceptionMessage``, or runs ``externalArgs`` as a 
 command (the original launched a utility pod and swallowed its errors; here a failing
 command fails the operation, with the end of its output). The output is ``resultPayload``
 (``{}`` when absent). On a resumed attempt the previous progress's ``params`` are logged,
-as the original logged ``jobInfo``.
+as the original logged ``jobInfo``. The job id it reports is the sample program's
+(:mod:`popflow.handler.sample`), so both give the same outcome.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import anyio
 
 from popflow.adapters.memory import HandlerContext, HandlerError
 from popflow.events.vocabulary import JSON
-
-SAMPLE_JOB_ID = "6c5c2e33-4e38-4f5b-9d55-5a6b1a8d2f10"
-"""The fixed job id the sample reports as resume data (the original used a static UUID)."""
+from popflow.handler.sample import SAMPLE_JOB_ID
 
 
 async def sample(context: HandlerContext) -> JSON:
