@@ -20,7 +20,7 @@ def describe(server: dict[str, str]) -> list[tuple[str, str]]:
         ("PostgreSQL", _postgres(server)),
     ]
     if directory := server.get("data_directory"):
-        facts.append(("data directory", f"{directory} ({_filesystem(Path(directory))})"))
+        facts.append(("file system of the data directory", _filesystem(Path(directory))))
     facts += [
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("popflow commit", _commit()),

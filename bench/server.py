@@ -45,7 +45,7 @@ async def open_target(dsn: str | None) -> AsyncIterator[Target]:
     home = Path(tempfile.mkdtemp(prefix="popflow-bench-"))
     try:
         async with embedded_server(home) as server:
-            origin = f"popflow's embedded PostgreSQL, durable defaults, in {home}"
+            origin = "popflow's embedded PostgreSQL, durable defaults, in a temporary directory"
             yield Target(server.dsn, origin)
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -26,6 +26,7 @@ from bench.pgbench import (
 )
 from bench.report import Results, Round
 from bench.server import Target, open_target, server_settings
+from popflow.embedded import bundled_bin_dir
 from popflow.settings import Settings
 
 Say = Callable[[str], None]
@@ -108,9 +109,16 @@ def _configuration(options: Options, target: Target) -> list[tuple[str, str]]:
         ),
         (
             "pgbench",
-            f"`{options.pgbench} -n -c 1 -j 1 -M prepared -T {options.seconds}` with "
+            f"`{_program(options.pgbench)} -n -c 1 -j 1 -M prepared -T {options.seconds}` with "
             f"`bench/{SINGLE_ROW.path.name}` or `bench/{HUNDRED_ROWS.path.name}`, "
             "PGOPTIONS=`-c synchronous_commit=on`",
         ),
         ("order", "pgbench single-row, pgbench 100-row, popflow; even runs in reverse"),
     ]
+
+
+def _program(pgbench: Path) -> str:
+    """How the report names pgbench: no machine's paths in a document."""
+    if pgbench == bundled_bin_dir() / "pgbench":
+        return "pgbench (the binary bundled with the embedded PostgreSQL)"
+    return pgbench.name
