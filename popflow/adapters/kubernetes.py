@@ -335,6 +335,7 @@ class _FollowedPod:
             )
 
     def logged(self, line: str) -> None:
+        log.debug("pod %s: %s", self.name, line)
         self._tail.append(line[:TAIL_LINE_CHARS])
         self._last_activity = self._clock.monotonic()
         if line.strip() == self._config.end_of_log_identifier:
