@@ -66,6 +66,7 @@ from popflow.engine.runner import (
     ProgressReport,
     Succeeded,
     diagnostic,
+    unknown_type,
 )
 from popflow.events.vocabulary import JSON, DiagnosticEvent, Params
 from popflow.handler import contract
@@ -112,10 +113,7 @@ class KubernetesRunner:
     async def run(self, invocation: Invocation, report: ProgressCallback) -> Outcome:
         operation = invocation.operation
         if not self.knows(operation.type):
-            message = (
-                f"Unknown operation type found: {operation.type} on operation: {operation.name}"
-            )
-            return Failed([diagnostic(message, self._clock.now_ms())])
+            return unknown_type(invocation, self._clock.now_ms())
         config = self._registry.pod_config(operation.type)
         name = pod_name(invocation, config.name_prefix)
         try:

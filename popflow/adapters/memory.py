@@ -29,6 +29,7 @@ from popflow.engine.runner import (
     ProgressReport,
     Succeeded,
     diagnostic,
+    unknown_type,
 )
 from popflow.events.vocabulary import JSON, Operation, Params
 
@@ -126,10 +127,7 @@ class MemoryRunner:
         name = invocation.operation.name
         handler = self._handlers.get(invocation.operation.type)
         if handler is None:
-            message = (
-                f"Unknown operation type found: {invocation.operation.type} on operation: {name}"
-            )
-            return Failed([diagnostic(message, self._clock.now_ms())])
+            return unknown_type(invocation, self._clock.now_ms())
         context = HandlerContext(invocation, report)
         try:
             result = await handler(context)

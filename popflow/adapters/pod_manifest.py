@@ -27,6 +27,7 @@ import json
 import re
 from typing import Any, Final
 
+from popflow.adapters.handler_environment import contract_environment
 from popflow.adapters.registry import PodConfig, thaw
 from popflow.engine.runner import Invocation
 from popflow.handler import contract
@@ -82,8 +83,7 @@ def pod_manifest(invocation: Invocation, config: PodConfig, name: str) -> dict[s
 
 def _environment(invocation: Invocation, config: PodConfig) -> list[dict[str, Any]]:
     values = {"LOG_LEVEL": "INFO", **config.env_vars}
-    values.update(contract.payload_environment(invocation.payload))
-    values.update(_identity(invocation))
+    values.update(contract_environment(invocation))
     from_fields = {
         contract.POD_NAME: "metadata.name",
         contract.POD_NAMESPACE: "metadata.namespace",
@@ -93,22 +93,6 @@ def _environment(invocation: Invocation, config: PodConfig) -> list[dict[str, An
     ]
     for key, path in from_fields.items():
         env.append({"name": key, "valueFrom": {"fieldRef": {"fieldPath": path}}})
-    return env
-
-
-def _identity(invocation: Invocation) -> dict[str, str]:
-    env = {
-        contract.AGENDA_ID: invocation.agenda_id,
-        contract.OPERATION_NAME: invocation.operation.name,
-        contract.CUSTOMER_ID: invocation.customer_id,
-        contract.PROGRESS_ID: invocation.progress_id,
-    }
-    if invocation.cid is not None:
-        env[contract.CID] = invocation.cid
-    if invocation.operation.id is not None:
-        env[contract.OPERATION_ID] = invocation.operation.id
-    if invocation.prior_progress is not None:
-        env[contract.LAST_PROGRESS] = json.dumps(invocation.prior_progress)
     return env
 
 

@@ -29,7 +29,7 @@ from kubernetes_asyncio.client import ApiClient
 from popflow.adapters.kubernetes_api import KubernetesApiError, PodApi
 from popflow.adapters.pod_manifest import MANAGED_SELECTOR
 from popflow.engine.clock import Clock, SystemClock
-from popflow.errors import InfrastructureError
+from popflow.engine.timed import sweep_every
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,7 @@ class PodReaper:
         self.reaped = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.sweep()
-            except InfrastructureError as exc:
-                log.warning("pod reaper sweep failed: %s", exc)
-            await anyio.sleep(self._interval)
+        await sweep_every(self._interval, self.sweep, what="pod reaper", task_status=task_status)
 
     async def sweep(self) -> int:
         """Delete every reapable pod now; returns how many were deleted."""

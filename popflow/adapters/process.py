@@ -41,6 +41,7 @@ import anyio
 import msgspec
 from anyio.abc import ByteReceiveStream, Process
 
+from popflow.adapters.handler_environment import contract_environment
 from popflow.adapters.process_group import ProcessGroup
 from popflow.adapters.registry import ProcessConfig, Registry
 from popflow.engine.clock import Clock, SystemClock
@@ -52,6 +53,7 @@ from popflow.engine.runner import (
     ProgressReport,
     Succeeded,
     diagnostic,
+    unknown_type,
 )
 from popflow.events.vocabulary import JSON, DiagnosticEvent, Params
 from popflow.handler import contract
@@ -101,10 +103,7 @@ class ProcessRunner:
     async def run(self, invocation: Invocation, report: ProgressCallback) -> Outcome:
         operation = invocation.operation
         if not self.knows(operation.type):
-            message = (
-                f"Unknown operation type found: {operation.type} on operation: {operation.name}"
-            )
-            return Failed([diagnostic(message, self._clock.now_ms())])
+            return unknown_type(invocation, self._clock.now_ms())
         settings = self._registry.process_config(operation.type)
         attempt = _Attempt(invocation, report, self._clock)
         try:
@@ -310,25 +309,6 @@ def _environment(
     env.update(env_vars)
     env.update(contract_environment(invocation))
     env[contract.REPORT_FD] = str(report_fd)
-    return env
-
-
-def contract_environment(invocation: Invocation) -> dict[str, str]:
-    """The handler contract's variables for one attempt: the payload (compressed when
-    large), who it runs for, and the previous attempt's progress when there was one."""
-    env = contract.payload_environment(invocation.payload)
-    env |= {
-        contract.AGENDA_ID: invocation.agenda_id,
-        contract.OPERATION_NAME: invocation.operation.name,
-        contract.CUSTOMER_ID: invocation.customer_id,
-        contract.PROGRESS_ID: invocation.progress_id,
-    }
-    if invocation.cid is not None:
-        env[contract.CID] = invocation.cid
-    if invocation.operation.id is not None:
-        env[contract.OPERATION_ID] = invocation.operation.id
-    if invocation.prior_progress is not None:
-        env[contract.LAST_PROGRESS] = json.dumps(invocation.prior_progress)
     return env
 
 

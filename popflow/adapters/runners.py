@@ -14,12 +14,11 @@ from collections.abc import Sequence
 
 from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.runner import (
-    Failed,
     Invocation,
     OperationRunner,
     Outcome,
     ProgressCallback,
-    diagnostic,
+    unknown_type,
 )
 
 
@@ -40,10 +39,7 @@ class Runners:
         operation = invocation.operation
         runner = self._runner_for(operation.type)
         if runner is None:
-            message = (
-                f"Unknown operation type found: {operation.type} on operation: {operation.name}"
-            )
-            return Failed([diagnostic(message, self._clock.now_ms())])
+            return unknown_type(invocation, self._clock.now_ms())
         return await runner.run(invocation, report)
 
     def _runner_for(self, operation_type: str) -> OperationRunner | None:

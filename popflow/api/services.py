@@ -39,6 +39,7 @@ from popflow.engine.visibility import (
     Caller,
     can_create_agenda,
     can_run_template,
+    not_permitted,
     sees_customer,
 )
 from popflow.errors import Forbidden, InvalidRequest, NotFound
@@ -59,9 +60,7 @@ async def run_template(request: web.Request) -> web.StreamResponse:
     fields = expand_template(template.body, payload, cid=explicit_cid(request) or cid_of(request))
     customer = _owner(caller, body.customer_id, fields.get("customerId"))
     if not can_run_template(caller, template.body, customer):
-        raise Forbidden(
-            f"You do not have permission to perform this action for customerId {customer}"
-        )
+        raise not_permitted(customer)
     document, _ = await submit_agenda(api, {**fields, "customerId": customer}, caller, cid=None)
     agendas = [document.body]
     return reply({"agendas": agendas, "all": agendas, "count": 1, "cid": cid_of(request)}, 201)

@@ -21,8 +21,8 @@ from popflow.api.context import Api, api_of
 from popflow.api.errors import CORRELATION_HEADER, MalformedRequest
 from popflow.api.http import collection
 from popflow.engine.agenda import agenda_from_mapping
-from popflow.engine.visibility import Caller, sees_customer
-from popflow.errors import AlreadyExists, Forbidden, NotFound
+from popflow.engine.visibility import Caller, not_permitted, sees_customer
+from popflow.errors import AlreadyExists, NotFound
 from popflow.events.vocabulary import Agenda, AgendaInsight
 from popflow.projections.documents import AGENDA, AGENDA_PROGRESS, Document
 
@@ -53,9 +53,7 @@ async def submit_agenda(
         agenda = msgspec.structs.replace(agenda, cid=cid)
     api.submissions.validate(agenda)
     if act_for_customer and not sees_customer(caller, agenda.customer_id):
-        raise Forbidden(
-            f"You do not have permission to perform this action for customerId {agenda.customer_id}"
-        )
+        raise not_permitted(agenda.customer_id)
     progress_id = await _new_progress_id(api, fields.get("progressId"))
     submission = await api.submissions.submit(
         agenda, idempotency_key=idempotency_key, progress_id=progress_id, authorize=authorize

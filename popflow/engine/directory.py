@@ -21,11 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from popflow.engine.clock import Clock
-from popflow.engine.visibility import Caller, can_read, can_write, document_visibility
+from popflow.engine.visibility import (
+    Caller,
+    can_read,
+    can_write,
+    document_visibility,
+    not_permitted,
+)
 from popflow.errors import (
     AlreadyExists,
     ConcurrencyConflict,
-    Forbidden,
     InvalidRequest,
     NotFound,
 )
@@ -131,7 +136,7 @@ class Directory:
         if problems:
             raise InvalidRequest(problems)
         if not can_write(caller, body):
-            raise Forbidden(_no_permission(str(customer_id)))
+            raise not_permitted(str(customer_id))
         object_id = str(body.get("id") or (customer_id if kind == CUSTOMER else self._new_id()))
         body["id"] = object_id
         event = ObjectCreated(
@@ -158,14 +163,14 @@ class Directory:
         if stored is None:
             raise NotFound(f"{rules.title} {object_id} not found")
         if not can_write(caller, stored.body):
-            raise Forbidden(_no_permission(stored.customer_id))
+            raise not_permitted(stored.customer_id)
         changes = _normalized({k: v for k, v in _given(fields, kind).items() if k != "id"})
         merged = {**stored.body, **changes}
         problems = _problems(kind, rules, merged)
         if problems:
             raise InvalidRequest(problems)
         if not can_write(caller, merged):
-            raise Forbidden(_no_permission(str(merged.get("customerId"))))
+            raise not_permitted(str(merged.get("customerId")))
         if kind == CUSTOMER and changes.get("customerId", object_id) != object_id:
             raise InvalidRequest("A Customer's customerId must equal its id.")
         event = ObjectUpdated(
@@ -181,7 +186,7 @@ class Directory:
         if stored is None:
             return None
         if not can_write(caller, stored.body):
-            raise Forbidden(_no_permission(stored.customer_id))
+            raise not_permitted(stored.customer_id)
         event = ObjectDeleted(kind=kind, object_id=object_id, time=self._clock.now_ms())
         stream = object_stream(kind, object_id)
         await append_one(self._events, AppendRequest(stream, stored.version, [event]))
@@ -234,7 +239,3 @@ def _problems(kind: str, rules: KindRules, body: Mapping[str, Any]) -> list[str]
             + "."
         )
     return problems
-
-
-def _no_permission(customer_id: str) -> str:
-    return f"You do not have permission to perform this action for customerId {customer_id}"

@@ -23,7 +23,7 @@ from popflow.engine.clock import Clock
 from popflow.engine.decide import Reclaim, decide, is_current
 from popflow.engine.queue import EXTERNAL_WORKER_PREFIX, ExpiredLease, WorkQueue
 from popflow.engine.state import replay
-from popflow.errors import InfrastructureError
+from popflow.engine.timed import sweep_every
 from popflow.events.store import (
     Appended,
     AppendRequest,
@@ -55,13 +55,7 @@ class Reclaimer:
         self.reclaimed = 0
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.sweep()
-            except InfrastructureError as exc:
-                log.warning("reclaimer sweep failed: %s", exc)
-            await anyio.sleep(self._interval)
+        await sweep_every(self._interval, self.sweep, what="reclaimer", task_status=task_status)
 
     async def sweep(self) -> int:
         """Reclaim every expired lease; returns how many agendas were handed back."""

@@ -76,6 +76,13 @@ class OperationRunner(Protocol):
         ...
 
 
+def unknown_type(invocation: Invocation, now_ms: int) -> Failed:
+    """The outcome of an operation whose type no runner knows (POP's message)."""
+    operation = invocation.operation
+    message = f"Unknown operation type found: {operation.type} on operation: {operation.name}"
+    return Failed([diagnostic(message, now_ms)])
+
+
 def diagnostic(
     message: str, now_ms: int, *, error: BaseException | None = None, payload: JSON = None
 ) -> DiagnosticEvent:

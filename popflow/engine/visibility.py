@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from popflow.errors import Forbidden
 from popflow.projections.documents import AGENDA_TEMPLATE, INSIGHT, Visibility
 
 WILDCARD_ACCOUNT = "*"
@@ -106,6 +107,13 @@ def can_operate_insight(caller: Caller, insight: Body) -> bool:
     """The caller runs the insight's queue: it owns the insight (or is global). Being allowed
     to read a global or shared insight grants nothing here."""
     return _owns(caller, insight)
+
+
+def not_permitted(customer_id: object) -> Forbidden:
+    """The refusal for acting on ``customer_id``'s objects, in POP's words."""
+    return Forbidden(
+        f"You do not have permission to perform this action for customerId {customer_id}"
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------

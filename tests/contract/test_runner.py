@@ -24,9 +24,10 @@ from popflow.adapters.kubernetes import KubernetesRunner
 from popflow.adapters.memory import MemoryRunner
 from popflow.adapters.process import ProcessRunner
 from popflow.adapters.registry import Registry
-from popflow.engine.runner import Failed, Invocation, OperationRunner, ProgressReport, Succeeded
+from popflow.engine.runner import Failed, Invocation, OperationRunner, Succeeded
 from popflow.events.vocabulary import Operation
 from tests.support.kube import SAMPLE_IMAGE, emulated_cluster
+from tests.support.runners import Reports
 
 RunnerFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[OperationRunner]]
 
@@ -79,14 +80,6 @@ def invocation(
         attempt=1,
         prior_progress=prior,
     )
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.seen: list[ProgressReport] = []
-
-    async def __call__(self, report: ProgressReport) -> None:
-        self.seen.append(report)
 
 
 def sleeping(ms: int, action: str = "log", **params: Any) -> dict[str, Any]:

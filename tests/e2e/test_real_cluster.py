@@ -44,8 +44,9 @@ from popflow.adapters.kubernetes_api import PodApi, connect
 from popflow.adapters.pod_manifest import pod_name
 from popflow.adapters.pod_reaper import PodReaper
 from popflow.adapters.registry import Registry
-from popflow.engine.runner import Failed, Invocation, ProgressReport, Succeeded
+from popflow.engine.runner import Failed, Invocation, Succeeded
 from popflow.events.vocabulary import Operation
+from tests.support.runners import Reports
 
 KUBECONFIG = os.environ.get("POPFLOW_TEST_KUBECONFIG", "")
 NAMESPACE = os.environ.get("POPFLOW_TEST_NAMESPACE", "popflow-e2e")
@@ -71,14 +72,6 @@ def invocation(payload: Any) -> Invocation:
         payload=payload,
         attempt=1,
     )
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.seen: list[ProgressReport] = []
-
-    async def __call__(self, report: ProgressReport) -> None:
-        self.seen.append(report)
 
 
 @pytest.fixture

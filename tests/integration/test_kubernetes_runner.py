@@ -24,7 +24,7 @@ from popflow.adapters.kubernetes import KubernetesRunner
 from popflow.adapters.kubernetes_api import PodApi, connect
 from popflow.adapters.pod_manifest import pod_manifest, pod_name
 from popflow.adapters.registry import Registry
-from popflow.engine.runner import Failed, Invocation, ProgressReport, Succeeded
+from popflow.engine.runner import Failed, Invocation, Succeeded
 from popflow.errors import InfrastructureError
 from popflow.events.vocabulary import Operation
 from popflow.handler import contract
@@ -37,6 +37,7 @@ from tests.support.kube import (
     Cluster,
     emulated_cluster,
 )
+from tests.support.runners import Reports
 
 POLL = 0.05
 
@@ -71,14 +72,6 @@ def invocation(
 
 def sleeping(ms: int, **params: Any) -> dict[str, Any]:
     return {"actions": [{"action": "log", "paramsMap": {"sleepMilliseconds": ms}}], **params}
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.seen: list[ProgressReport] = []
-
-    async def __call__(self, report: ProgressReport) -> None:
-        self.seen.append(report)
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 15.0) -> None:

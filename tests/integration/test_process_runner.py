@@ -26,6 +26,7 @@ from popflow.adapters.registry import Registry
 from popflow.adapters.runners import Runners
 from popflow.engine.runner import Failed, Invocation, ProgressReport, Succeeded
 from popflow.events.vocabulary import Operation
+from tests.support.runners import Reports
 
 
 def process_registry(entries: dict[str, Any]) -> Registry:
@@ -66,14 +67,6 @@ def invocation(
         attempt=1,
         prior_progress=prior,
     )
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.seen: list[ProgressReport] = []
-
-    async def __call__(self, report: ProgressReport) -> None:
-        self.seen.append(report)
 
 
 def live_members(group: int) -> list[int]:
