@@ -18,8 +18,10 @@ Everything a user of the engine needs is importable from here; the subpackages
 
 from popflow.adapters.memory import Handler, HandlerContext, HandlerError
 from popflow.bootstrap import Engine, open_engine
+from popflow.engine.queue import InsightQueue
 from popflow.engine.service import Submission
 from popflow.engine.state import AgendaState, AgendaStatus, OperationStatus
+from popflow.engine.worker import WorkerSettings
 from popflow.errors import (
     CallerError,
     ConcurrencyConflict,
@@ -50,6 +52,7 @@ __all__ = [
     "HandlerContext",
     "HandlerError",
     "InfrastructureError",
+    "InsightQueue",
     "InvalidAgenda",
     "InvalidTransition",
     "NotFound",
@@ -61,5 +64,6 @@ __all__ = [
     "RecordedEvent",
     "Settings",
     "Submission",
+    "WorkerSettings",
     "open_engine",
 ]

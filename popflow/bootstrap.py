@@ -32,8 +32,9 @@ from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.executor import LeaseLost
 from popflow.engine.memory_queue import MemoryWorkQueue
 from popflow.engine.postgres_queue import PostgresWorkQueue
-from popflow.engine.queue import WorkQueue
+from popflow.engine.queue import InsightQueue, WorkQueue
 from popflow.engine.reclaimer import Reclaimer
+from popflow.engine.router import InsightRouter
 from popflow.engine.runner import OperationRunner
 from popflow.engine.service import AgendaService, Submission, SubmissionLimits
 from popflow.engine.state import AgendaState, evolve
@@ -85,7 +86,7 @@ def memory_storage() -> Storage:
     progress = MemoryProgressStore()
     documents = MemoryDocumentStore(progress=progress)
     events.add_inline_projection(documents.apply)
-    queue = MemoryWorkQueue(events)
+    queue = MemoryWorkQueue(events, documents=documents)
     return Storage(events, queue, progress, documents, MemoryStatistics(queue, progress, events))
 
 
@@ -193,6 +194,7 @@ class Engine:
         self.agendas = AgendaService(
             storage.events,
             append=committer.append,
+            route=InsightRouter(storage.documents),
             known_type=operations.knows,
             limits=SubmissionLimits(max_operations=settings.max_operations),
         )
@@ -297,6 +299,11 @@ class Engine:
     async def summary(self, link_id: str) -> ProgressSummary:
         """The ProgressSummary of every agenda sharing ``link_id``."""
         return summarize(await self.storage.progress.agenda_progress_by_link(link_id))
+
+    async def queues(self, insights: Sequence[str] | None = None) -> list[InsightQueue]:
+        """Each insight's queue: depth by status and oldest wait (``insights`` named, or
+        every insight with something queued)."""
+        return await self.storage.queue.insight_queues(insights)
 
     async def history(self, agenda_id: str) -> list[RecordedEvent]:
         return await self.agendas.history(agenda_id)

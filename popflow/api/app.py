@@ -19,6 +19,7 @@ from popflow.api.feed import add_feed_routes, stream_progress
 from popflow.api.http import correlation_middleware, echo_correlation
 from popflow.api.openapi import add_openapi_routes
 from popflow.api.operations import add_operations_routes, metrics_middleware
+from popflow.api.queues import add_queue_routes
 from popflow.api.resources import add_resource_routes
 from popflow.api.services import add_service_routes
 from popflow.api.submit import post_agenda
@@ -43,5 +44,6 @@ def create_app(
     add_openapi_routes(app)
     add_service_routes(app)
     add_feed_routes(app)
+    add_queue_routes(app)
     add_resource_routes(app, post_agenda, stream_progress)
     return app

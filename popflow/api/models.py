@@ -41,9 +41,11 @@ class Customer(_Object, kw_only=True):
 
 
 class ResourcePool(_Object, kw_only=True):
-    """A processing farm; ``insightIds`` is computed on every read."""
+    """A processing farm; ``insightIds`` is computed on every read. ``catchAllInsightId``
+    names the insight of the pool that takes agendas no insight's mappers claim."""
 
     insight_ids: list[str] | None = None
+    catch_all_insight_id: str | None = None
 
 
 class _Shared(_Object, kw_only=True):
@@ -54,12 +56,19 @@ class _Shared(_Object, kw_only=True):
 
 
 class Insight(_Shared, kw_only=True):
-    """A queue of a resource pool, and the mappers that route agendas to it."""
+    """A queue of a resource pool, and the mappers that route agendas to it.
+
+    ``schedulingAlgorithm``: FirstInFirstOut (the default), RoundRobin or Priority;
+    ``queueSize``: most agendas dispatched at once (0: unbounded); for Priority,
+    ``priorityAgingSeconds`` (waiting this long counts as one point of priority, default 60)
+    and ``retryBoost`` (points added per re-entry into the queue, default 0)."""
 
     resource_pool_id: str | None = None
     queue_name: str | None = None
     queue_size: int | None = None
     scheduling_algorithm: str | None = None
+    priority_aging_seconds: float | None = None
+    retry_boost: int | None = None
     mappers: dict[str, list[str]] | None = None
 
 

@@ -23,8 +23,10 @@ from typing import Any, Final
 
 from popflow.api import models
 from popflow.api.feed import DEFAULT_PAGE, MAX_PAGE
+from popflow.api.queues import QUEUE_PATH
 from popflow.api.resources import DEFAULT_LIMIT, MAX_LIMIT, known_fields
 from popflow.api.submit import IDEMPOTENCY_HEADER
+from popflow.engine.queue_view import QueueView
 from popflow.projections.documents import (
     AGENDA,
     AGENDA_PROGRESS,
@@ -287,6 +289,17 @@ _EVENTS_TABLE: Final = {
     ),
 }
 
+_QUEUES_TABLE: Final = {
+    ("GET", QUEUE_PATH): Doc(
+        "Read an insight's queue",
+        _RESOURCES,
+        "Agendas ready, dispatched and running, the oldest ready agenda's wait, and the "
+        "insight's scheduling algorithm and queue size (0: unbounded). 404 when the caller "
+        "may not read the insight; the default insight's queue is for superusers.",
+        answers=QueueView,
+    ),
+}
+
 _STATUS_ANSWER: Final = {
     "type": "object",
     "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
@@ -310,7 +323,8 @@ _OPERATIONS_TABLE: Final = {
     ("GET", "/metrics"): Doc(
         "Metrics in the Prometheus text format",
         _OPERATIONS,
-        "Requests by route, method and status; events appended; agendas by state; queue depth.",
+        "Requests by route, method and status; events appended; agendas by state; queue "
+        "depth and oldest wait by insight.",
         answers=str,
         media="text/plain",
     ),
@@ -364,6 +378,7 @@ OPERATIONS: Final[Mapping[tuple[str, str], Doc]] = {
     **_derived(OPERATION_PROGRESS, "OperationProgress", models.OperationProgressBody),
     **_SERVICES_TABLE,
     **_EVENTS_TABLE,
+    **_QUEUES_TABLE,
     **_OPERATIONS_TABLE,
 }
 """Every documented operation, keyed by (method, path as the router spells it)."""

@@ -8,9 +8,9 @@
   With memory storage the server is ready as soon as it serves.
 * ``GET /metrics``: the Prometheus text format. HTTP requests are counted (and timed) by
   :func:`metrics_middleware` as they pass; the engine's figures (events appended, agendas
-  by state, queue depth by insight) are computed at each scrape from the storage's
-  :class:`~popflow.projections.statistics.Statistics`, so every replica reports the
-  database's truth rather than what it happened to see itself.
+  by state, queue depth and oldest wait by insight) are computed at each scrape from the
+  storage (its :class:`~popflow.projections.statistics.Statistics` and work queue), so
+  every replica reports the database's truth rather than what it happened to see itself.
 
 Each application has its own :class:`~prometheus_client.CollectorRegistry` (stored under
 :data:`METRICS_KEY`), never the process-wide default: a process may serve several apps
@@ -58,6 +58,8 @@ class EngineFigures:
     projected: int
     agendas: dict[str, int]
     queues: dict[tuple[str, str], int]
+    oldest_waits: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds the oldest ready agenda of each insight with something queued has waited."""
 
 
 class EngineCollector:
@@ -106,6 +108,14 @@ def _engine_metrics(figures: EngineFigures) -> Iterator[Metric]:
         for status in QUEUE_STATUSES:
             depth.add_metric([insight, status], figures.queues.get((insight, status), 0))
     yield depth
+    waits = GaugeMetricFamily(
+        "popflow_queue_oldest_wait_seconds",
+        "How long the oldest ready agenda of each insight has waited (0: none waits).",
+        labels=["insight"],
+    )
+    for insight, seconds in sorted(figures.oldest_waits.items()):
+        waits.add_metric([insight], seconds)
+    yield waits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +233,9 @@ async def read_figures(api: Api) -> EngineFigures | None:
                 projected=api.projection.position,
                 agendas=await statistics.agendas_by_state(),
                 queues=await statistics.queue_depth(),
+                oldest_waits={
+                    q.insight_id: q.oldest_wait_seconds for q in await api.engine.queues()
+                },
             )
     except (InfrastructureError, TimeoutError) as exc:
         log.warning("metrics without the engine's figures: %s", exc or "timed out")

@@ -11,6 +11,8 @@ command                module                                  opens
 =====================  ======================================  ============================
 run FILE               :mod:`~popflow.cli.run`                 an engine (claims nothing)
 serve                  :mod:`~popflow.cli.serve`               an engine and the HTTP API
+worker                 :mod:`~popflow.cli.worker`              an engine that claims, no API
+queues                 :mod:`~popflow.cli.queues`              the storage only
 token create           :mod:`~popflow.cli.token`               the tokens file only
 history AGENDA_ID      :mod:`~popflow.cli.history`             the storage only
 progress AGENDA_ID     :mod:`~popflow.cli.progress`            the storage only

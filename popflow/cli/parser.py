@@ -5,6 +5,9 @@
     popflow run FILE.json [--json] [--timeout SECONDS] [--grace SECONDS]
     popflow serve [--host H] [--port P] [--no-worker] [--insight ID ...] [--tokens-file FILE]
                   [--jwt-secret-file FILE | --jwt-public-key FILE] [--insecure]
+    popflow worker [--resource-pool ID] [--insight ID ...] [--concurrency N]
+                   [--lease-timeout SECONDS] [--grace SECONDS]
+    popflow queues [--insight ID ...] [--json]
     popflow history AGENDA_ID [--json]
     popflow progress AGENDA_ID [--version N] [--json]
     popflow db migrate
@@ -31,9 +34,12 @@ from popflow.cli.context import Context
 from popflow.cli.errors import EXIT_STATUS_HELP
 from popflow.cli.history import history_command
 from popflow.cli.progress import progress_command
+from popflow.cli.queues import queues_command
 from popflow.cli.run import run_command
 from popflow.cli.serve import serve_command
 from popflow.cli.token import create_token_command
+from popflow.cli.worker import worker_command
+from popflow.engine.worker import WorkerSettings
 
 Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -41,8 +47,9 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 DESCRIPTION = """\
 popflow: Priority Operation Processing as an event-sourced workflow engine on PostgreSQL.
 
-Run an agenda (a DAG of operations) in this process and watch it, read an agenda's
-history and progress, and administer the database."""
+Run an agenda (a DAG of operations) in this process and watch it, serve the API, run
+workers, look at the queues, read an agenda's history and progress, and administer the
+database."""
 
 ENVIRONMENT_HELP = """\
 environment:
@@ -71,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     _add_run(commands)
     _add_serve(commands)
+    _add_worker(commands)
+    _add_queues(commands)
     _add_history(commands)
     _add_progress(commands)
     _add_db(commands)
@@ -210,6 +219,73 @@ def _add_serve(commands: Commands) -> None:
     )
 
 
+def _add_worker(commands: Commands) -> None:
+    defaults = WorkerSettings()
+    worker = _command(
+        commands,
+        "worker",
+        worker_command,
+        "claim and run agendas from the database (no API) until Ctrl-C or SIGTERM; run any "
+        "number of workers against one database",
+    )
+    worker.add_argument(
+        "--resource-pool",
+        type=_non_blank,
+        metavar="ID",
+        help="claim only agendas routed to this resource pool (default: any)",
+    )
+    worker.add_argument(
+        "--insight",
+        action="append",
+        type=_non_blank,
+        metavar="ID",
+        help="claim only agendas of this insight (repeatable; default: every insight)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_count,
+        default=defaults.max_agendas,
+        metavar="N",
+        help=f"agendas executed at once (default {defaults.max_agendas})",
+    )
+    worker.add_argument(
+        "--lease-timeout",
+        type=_positive_seconds,
+        default=defaults.lease_timeout,
+        metavar="SECONDS",
+        help="a worker silent for this long loses its agendas to the others (default "
+        f"{defaults.lease_timeout:g}; give every worker the same value: each one's reclaimer "
+        "judges all of them by its own); it heartbeats every min(2, SECONDS / 5) s",
+    )
+    worker.add_argument(
+        "--grace",
+        type=_seconds,
+        default=defaults.shutdown_grace,
+        metavar="SECONDS",
+        help="on Ctrl-C or SIGTERM, how long agendas in flight may take to finish before "
+        f"they are handed back (default {defaults.shutdown_grace:g})",
+    )
+
+
+def _add_queues(commands: Commands) -> None:
+    queues = _command(
+        commands,
+        "queues",
+        queues_command,
+        "print each insight's queue: its algorithm and size, agendas ready, dispatched and "
+        "running, and how long the oldest has waited",
+    )
+    queues.add_argument(
+        "--insight",
+        action="append",
+        type=_non_blank,
+        metavar="ID",
+        help="show this insight, even with nothing queued (repeatable; default: every "
+        "insight defined or with something queued)",
+    )
+    queues.add_argument("--json", action="store_true", help="print a JSON list of objects")
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -316,6 +392,16 @@ def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
         raise argparse.ArgumentTypeError("expected a positive number of seconds, got 0")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
     return value
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from popflow.engine.clock import Clock
+from popflow.engine.routing import CATCH_ALL_FIELD
+from popflow.engine.scheduling import insight_problems
 from popflow.engine.visibility import (
     Caller,
     can_read,
@@ -45,8 +47,6 @@ from popflow.projections.documents import (
     DocumentQuery,
     DocumentReader,
 )
-
-SCHEDULING_ALGORITHMS = frozenset({"FirstInFirstOut", "RoundRobin", "Priority"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,11 +231,9 @@ def _problems(kind: str, rules: KindRules, body: Mapping[str, Any]) -> list[str]
         problems.append(f"The title field must be specified on a {rules.title}.")
     if kind == CUSTOMER and body.get("id") not in (None, body.get("customerId")):
         problems.append("A Customer's id must equal its customerId.")
-    algorithm = body.get("schedulingAlgorithm")
-    if kind == INSIGHT and algorithm is not None and algorithm not in SCHEDULING_ALGORITHMS:
-        problems.append(
-            f"schedulingAlgorithm {algorithm!r} is not one of "
-            + ", ".join(sorted(SCHEDULING_ALGORITHMS))
-            + "."
-        )
+    if kind == INSIGHT:
+        problems += insight_problems(body)
+    catch_all = body.get(CATCH_ALL_FIELD)
+    if kind == RESOURCE_POOL and catch_all is not None and not isinstance(catch_all, str):
+        problems.append(f"{CATCH_ALL_FIELD} must be an insight id (a string); got {catch_all!r}.")
     return problems

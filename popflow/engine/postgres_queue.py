@@ -1,12 +1,13 @@
 """The work queue on PostgreSQL: ``popflow.agenda_queue`` plus worker heartbeats.
 
 The queue table is an inline projection of the agenda streams, kept by a trigger on
-``popflow.events`` within every append (the work-queue migration; the same fold as
-:mod:`popflow.projections.queue`). A claim is one transaction: pick ready rows, each
-reserved by a per-stream advisory lock that is tried and never waited for (concurrent
-claimers take different agendas instead of waiting; why not row locks: see the query),
-read their streams, decide ``Dispatch`` for each and append the events, which update the
-rows through the trigger before commit.
+``popflow.events`` within every append (the work-queue and scheduling migrations; the same
+fold as :mod:`popflow.projections.queue`). A claim is one transaction: plan what to take
+(:func:`popflow.engine.scheduling.plan_claim`, reading the queue through the queries of
+``postgres_queue.sql``), reserve each agenda by a per-stream advisory lock that is tried
+and never waited for (concurrent claimers take different agendas instead of waiting; why
+not row locks: see the queries), read their streams, decide ``Dispatch`` for each and
+append the events, which update the rows through the trigger before commit.
 
 Leases are judged by the database clock (``now()``), so workers on machines with skewed
 clocks still agree on who is dead.
@@ -17,10 +18,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 
-from popflow.engine.queue import ClaimedAgenda, ExpiredLease, WorkerInfo, dispatch_request
+from popflow.engine.queue import (
+    ClaimedAgenda,
+    ExpiredLease,
+    InsightQueue,
+    WorkerInfo,
+    dispatch_request,
+)
+from popflow.engine.scheduling import InsightLine, InsightPolicy, Reservation, plan_claim
 from popflow.errors import InfrastructureError
-from popflow.events.postgres import PostgresEventStore
+from popflow.events.postgres import Connection, PostgresEventStore
 from popflow.events.sql import load_queries
 from popflow.events.store import Appended
 from popflow.projections.queue import QueueEntry
@@ -28,6 +37,7 @@ from popflow.projections.queue import QueueEntry
 _Q = load_queries(__package__, "postgres_queue.sql")
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 CLAIM_LOCK_CLASS = 0x706F70  # first key of the per-stream claim locks (two-key form)
+INSIGHT_LOCK_CLASS = 0x706F71  # first key of the per-insight claim locks
 
 
 class PostgresWorkQueue:
@@ -45,33 +55,39 @@ class PostgresWorkQueue:
         await self._execute(_Q["retire"], worker_id)
 
     async def claim(
-        self, worker_id: str, limit: int, *, insights: Sequence[str] | None = None
+        self,
+        worker_id: str,
+        limit: int,
+        *,
+        insights: Sequence[str] | None = None,
+        resource_pool: str | None = None,
     ) -> list[ClaimedAgenda]:
         async with self._store.transaction() as tx:
-            candidates = await tx.conn.fetch(
-                _Q["claim_candidates"],
-                limit,
-                None if insights is None else list(insights),
-                CLAIM_LOCK_CLASS,
-            )
-            if not candidates:
+            source = _PostgresClaimSource(tx.conn, insights, resource_pool)
+            streams = await _reserve(tx.conn, await plan_claim(source, limit))
+            if not streams:
                 return []
-            histories = await tx.read_streams([c["stream_id"] for c in candidates])
+            histories = await tx.read_streams(streams)
             planned = [
-                (c["agenda_id"], plan)
-                for c in candidates
-                if (
-                    plan := dispatch_request(
-                        c["stream_id"], histories.get(c["stream_id"], []), worker_id
-                    )
-                )
+                plan
+                for stream_id in streams
+                if (plan := dispatch_request(stream_id, histories.get(stream_id, []), worker_id))
             ]
-            outcomes = await tx.append_recorded([request for _, (request, _) in planned])
+            outcomes = await tx.append_recorded([request for request, _ in planned])
         return [
-            ClaimedAgenda(agenda_id, [*histories[request.stream_id], *recorded])
-            for (agenda_id, (request, _)), (result, recorded) in zip(planned, outcomes, strict=True)
+            ClaimedAgenda(state.agenda_id, [*histories[request.stream_id], *recorded])
+            for (request, state), (result, recorded) in zip(planned, outcomes, strict=True)
             if isinstance(result, Appended)
         ]
+
+    async def insight_queues(self, insights: Sequence[str] | None = None) -> list[InsightQueue]:
+        try:
+            rows = await self._store.pool.fetch(
+                _Q["insight_queues"], None if insights is None else list(insights)
+            )
+        except _DRIVER_ERRORS as exc:
+            raise InfrastructureError(f"could not read the queues: {exc}") from exc
+        return [InsightQueue(**dict(row)) for row in rows]
 
     async def entries(self) -> list[QueueEntry]:
         """The queue, in line order (for inspection and tests)."""
@@ -96,3 +112,76 @@ class PostgresWorkQueue:
             return await self._store.pool.execute(query, *args)
         except _DRIVER_ERRORS as exc:
             raise InfrastructureError(f"work queue operation failed: {exc}") from exc
+
+
+async def _reserve(conn: Connection, plan: Sequence[Reservation]) -> list[str]:
+    """The streams a claim takes: per insight, the first of its candidates (up to its
+    quota) that no concurrent claim holds, each reserved until the claim commits."""
+    streams: list[str] = []
+    for reservation in plan:
+        rows = await conn.fetch(
+            _Q["reserve"],
+            [c.stream_id for c in reservation.candidates],
+            reservation.quota,
+            CLAIM_LOCK_CLASS,
+        )
+        streams.extend(row["stream_id"] for row in rows)
+    return streams
+
+
+class _PostgresClaimSource:
+    """The claim planner's view of the queue, inside the claim's transaction."""
+
+    def __init__(self, conn: Connection, insights: Sequence[str] | None, pool: str | None) -> None:
+        self._conn = conn
+        self._insights = None if insights is None else list(insights)
+        self._pool = pool
+
+    async def lines(self, limit: int) -> list[InsightLine]:
+        rows = await self._conn.fetch(_Q["claim_lines"], limit, self._insights, self._pool)
+        return [
+            InsightLine(
+                insight_id=row["insight_id"],
+                resource_pool_id=row["resource_pool_id"],
+                policy=InsightPolicy.of(
+                    None if row["insight"] is None else msgspec.json.decode(row["insight"])
+                ),
+                ready=row["ready"],
+                oldest_position=row["oldest_position"],
+            )
+            for row in rows
+        ]
+
+    async def serialize(self, insight_ids: Sequence[str]) -> None:
+        await self._conn.fetchval(_Q["serialize"], list(insight_ids), INSIGHT_LOCK_CLASS)
+
+    async def leased(self, insight_id: str) -> int:
+        count: int = await self._conn.fetchval(_Q["leased"], insight_id)
+        return count
+
+    async def oldest(self, insight_id: str, limit: int) -> list[QueueEntry]:
+        return _entries(await self._conn.fetch(_Q["oldest"], insight_id, limit))
+
+    async def by_priority_level(self, insight_id: str, limit: int) -> list[QueueEntry]:
+        return _entries(await self._conn.fetch(_Q["by_priority_level"], insight_id, limit))
+
+    async def by_customer(self, insight_id: str, limit: int) -> dict[str, list[QueueEntry]]:
+        backlog: dict[str, list[QueueEntry]] = {}
+        for entry in _entries(await self._conn.fetch(_Q["by_customer"], insight_id, limit)):
+            backlog.setdefault(entry.customer_id, []).append(entry)
+        return backlog
+
+    async def pool_customers(self, resource_pool_id: str) -> list[str]:
+        rows = await self._conn.fetch(_Q["pool_customers"], resource_pool_id)
+        return [row["id"] for row in rows]
+
+    async def pending_customers(self, insight_id: str) -> list[str]:
+        pending: list[str] | None = await self._conn.fetchval(_Q["pending_customers"], insight_id)
+        return list(pending or [])
+
+    async def save_pending_customers(self, insight_id: str, pending: Sequence[str]) -> None:
+        await self._conn.execute(_Q["save_pending_customers"], insight_id, list(pending))
+
+
+def _entries(rows: Sequence[asyncpg.Record]) -> list[QueueEntry]:
+    return [QueueEntry(**dict(row)) for row in rows]

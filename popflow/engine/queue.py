@@ -7,13 +7,15 @@ while the worker that holds it keeps heartbeating; the reclaimer turns leases of
 workers into ``agenda.reclaimed`` events, which put the agendas back in line, and the next
 claimer resumes them from their history.
 
-Claiming returns each agenda's full history, read in the claim's transaction: the worker
-starts executing without another round trip.
+Which agendas a claim takes is up to each insight's scheduling algorithm and queue size
+(:mod:`popflow.engine.scheduling`). Claiming returns each agenda's full history, read in
+the claim's transaction: the worker starts executing without another round trip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -46,6 +48,23 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     pid: int
 
 
+class InsightQueue(msgspec.Struct, frozen=True, kw_only=True):
+    """One insight's queue as it stands: how deep, and how long its oldest has waited."""
+
+    insight_id: str
+    resource_pool_id: str | None = None
+    """None for an insight asked about that has nothing queued."""
+    ready: int = 0
+    dispatched: int = 0
+    running: int = 0
+    oldest_ready_since: datetime | None = None
+    """When the agenda waiting longest became ready (None: nothing waits)."""
+    oldest_wait_seconds: float = 0.0
+    """How long that agenda has waited, by the queue's clock (the database's)."""
+    pending_customers: list[str] = []
+    """The round-robin cursor: customers still owed a turn in the current round."""
+
+
 class WorkQueue(Protocol):
     async def register(self, worker: WorkerInfo) -> None:
         """Announce a worker (its first heartbeat); required before it claims."""
@@ -60,9 +79,16 @@ class WorkQueue(Protocol):
         ...
 
     async def claim(
-        self, worker_id: str, limit: int, *, insights: Sequence[str] | None = None
+        self,
+        worker_id: str,
+        limit: int,
+        *,
+        insights: Sequence[str] | None = None,
+        resource_pool: str | None = None,
     ) -> list[ClaimedAgenda]:
-        """Dispatch up to ``limit`` ready agendas (of ``insights``, or any) to the worker."""
+        """Dispatch up to ``limit`` ready agendas to the worker, as the scheduling
+        algorithms of their insights say: agendas of ``insights`` (None: any) of
+        ``resource_pool`` (None: any)."""
         ...
 
     async def expired_leases(self, lease_seconds: float, limit: int) -> list[ExpiredLease]:
@@ -71,6 +97,11 @@ class WorkQueue(Protocol):
 
     async def entries(self) -> list[QueueEntry]:
         """The queue in line order: every ready or leased agenda."""
+        ...
+
+    async def insight_queues(self, insights: Sequence[str] | None = None) -> list[InsightQueue]:
+        """Each insight's queue, by insight id: those named (with zeros if nothing is
+        queued), or (None) every insight with something queued."""
         ...
 
     async def rebuild(self) -> None:

@@ -1,9 +1,10 @@
 """Binding a submitted agenda to an insight, with the objects the directory holds.
 
 The rules are :func:`popflow.engine.routing.select_insight` (pop-spec §3.1); this module
-fetches what they need: the Customer whose id is the agenda's ``customerId``, and the
-insights of that customer's resource pool, oldest first, which is the documented order in
-which matches are considered.
+reads what they need in one round trip (:meth:`DocumentReader.routing`): the Customer whose
+id is the agenda's ``customerId``, the insights of that customer's resource pool, oldest
+first, which is the documented order in which matches are considered, and the ResourcePool
+(for its catch-all insight).
 
 A fresh popflow has no customers at all. Until the first Customer is created, every agenda
 goes to the default insight (resource pool ``default``, insight ``default``), which the
@@ -15,12 +16,10 @@ from __future__ import annotations
 
 from popflow.engine.routing import CustomerNotFound, select_insight
 from popflow.events.vocabulary import Agenda, AgendaInsight
-from popflow.projections.documents import CUSTOMER, INSIGHT, DocumentQuery, DocumentReader
+from popflow.projections.documents import DocumentReader
 
 DEFAULT_INSIGHT = AgendaInsight(resource_pool_id="default", insight_id="default")
 """Where agendas go while no customer is configured."""
-
-MAX_INSIGHTS_PER_POOL = 10_000
 
 
 class InsightRouter:
@@ -28,16 +27,14 @@ class InsightRouter:
         self._documents = documents
 
     async def __call__(self, agenda: Agenda) -> AgendaInsight:
-        customer = await self._documents.get(CUSTOMER, agenda.customer_id)
-        if customer is None:
-            if not await self._documents.query(DocumentQuery(kind=CUSTOMER, limit=1)):
+        found = await self._documents.routing(agenda.customer_id)
+        if found.customer is None:
+            if not found.any_customer:
                 return DEFAULT_INSIGHT
             raise CustomerNotFound(f"Customer not found for customerId {agenda.customer_id}")
-        pool = customer.body.get("resourcePoolId")
-        insights = []
-        if pool:
-            query = DocumentQuery(
-                kind=INSIGHT, equals=(("resourcePoolId", str(pool)),), limit=MAX_INSIGHTS_PER_POOL
-            )
-            insights = [d.body for d in await self._documents.query(query)]
-        return select_insight(agenda, customer.body, insights)
+        return select_insight(
+            agenda,
+            found.customer.body,
+            [insight.body for insight in found.insights],
+            None if found.pool is None else found.pool.body,
+        )

@@ -25,6 +25,10 @@ choice was nondeterministic; here the order is that of the ``insights`` argument
 callers pass them **oldest first** (``addedTime``, then ``id``), so an agenda routes the
 same way every time.
 
+When no mapper matches, POP refused the agenda (its wiki asked for a "general queue",
+pop-spec §10.6). A ResourcePool may name a *catch-all* insight, ``catchAllInsightId``: an
+insight of the pool that takes the agendas no mapper claims, if the customer may use it.
+
 Everything here is pure: the caller fetches the customer and the insights.
 """
 
@@ -42,6 +46,8 @@ DEFAULT_INSIGHT_PARAM: Final = "defaultInsight"
 """Agenda parameter: the title or id of the insight preferred among the matches."""
 
 NO_INSIGHT_MESSAGE: Final = "No available insights for processing agenda"
+CATCH_ALL_FIELD: Final = "catchAllInsightId"
+"""ResourcePool field: the insight taking the pool's agendas that no mapper claims."""
 
 
 class CustomerNotFound(InvalidRequest):
@@ -56,14 +62,43 @@ class NoInsightAvailable(NotFound):
 
 
 def select_insight(
-    agenda: Agenda, customer: Mapping[str, Any] | None, insights: Sequence[Mapping[str, Any]]
+    agenda: Agenda,
+    customer: Mapping[str, Any] | None,
+    insights: Sequence[Mapping[str, Any]],
+    pool: Mapping[str, Any] | None = None,
 ) -> AgendaInsight:
     """The insight ``agenda`` is routed to, chosen among ``insights`` (oldest first).
 
     ``customer`` is the Customer whose id is the agenda's ``customerId``, or None if there
     is none (as in POP, a document whose own ``customerId`` differs does not count); only
-    the insights of its resource pool are considered.
+    the insights of its resource pool are considered. ``pool`` is that ResourcePool, whose
+    catch-all insight takes the agenda when no mapper matches.
     """
+    pool_id = customer_pool(agenda, customer)
+    visible = [
+        insight
+        for insight in insights
+        if insight.get("resourcePoolId") == pool_id
+        and insight_visible_to(insight, agenda.customer_id)
+    ]
+    matches = [insight for insight in visible if insight_matches(agenda, insight)]
+    if matches:
+        chosen = _preferred(matches, agenda.params.get(DEFAULT_INSIGHT_PARAM))
+        return AgendaInsight(resource_pool_id=pool_id, insight_id=str(chosen["id"]))
+    catch_all = None if pool is None else pool.get(CATCH_ALL_FIELD)
+    if catch_all is not None:
+        if any(insight.get("id") == catch_all for insight in visible):
+            return AgendaInsight(resource_pool_id=pool_id, insight_id=str(catch_all))
+        raise NoInsightAvailable(
+            f"{NO_INSIGHT_MESSAGE}. {_why_none(pool_id, agenda, visible)} The pool's catch-all "
+            f"insight {catch_all} is not an insight of it that customer {agenda.customer_id} "
+            "may use."
+        )
+    raise NoInsightAvailable(f"{NO_INSIGHT_MESSAGE}. {_why_none(pool_id, agenda, visible)}")
+
+
+def customer_pool(agenda: Agenda, customer: Mapping[str, Any] | None) -> str:
+    """The resource pool the agenda's customer uses (refusals as POP's, pop-spec §3.1)."""
     if customer is None or customer.get("customerId") != agenda.customer_id:
         raise CustomerNotFound(f"Customer not found for customerId {agenda.customer_id}")
     pool = customer.get("resourcePoolId")
@@ -71,16 +106,7 @@ def select_insight(
         raise NoInsightAvailable(
             f"{NO_INSIGHT_MESSAGE}. Customer {agenda.customer_id} has no resourcePoolId."
         )
-    visible = [
-        insight
-        for insight in insights
-        if insight.get("resourcePoolId") == pool and insight_visible_to(insight, agenda.customer_id)
-    ]
-    matches = [insight for insight in visible if insight_matches(agenda, insight)]
-    if not matches:
-        raise NoInsightAvailable(f"{NO_INSIGHT_MESSAGE}. {_why_none(pool, agenda, visible)}")
-    chosen = _preferred(matches, agenda.params.get(DEFAULT_INSIGHT_PARAM))
-    return AgendaInsight(resource_pool_id=str(pool), insight_id=str(chosen["id"]))
+    return str(pool)
 
 
 def insight_visible_to(insight: Mapping[str, Any], customer_id: str) -> bool:
@@ -141,7 +167,7 @@ def _preferred(matches: list[Mapping[str, Any]], default_insight: Any) -> Mappin
     return (named or matches)[0]
 
 
-def _why_none(pool: object, agenda: Agenda, visible: list[Mapping[str, Any]]) -> str:
+def _why_none(pool: str, agenda: Agenda, visible: list[Mapping[str, Any]]) -> str:
     where = f"resource pool {pool} visible to customer {agenda.customer_id}"
     if not visible:
         return f"There is no insight of {where}."

@@ -22,6 +22,8 @@ from typing import Any
 import msgspec
 
 from popflow.engine.decide import Dispatch, decide, submitted
+from popflow.engine.router import DEFAULT_INSIGHT
+from popflow.engine.scheduling import priority_problem
 from popflow.engine.state import AgendaState, AgendaStatus, evolve, replay
 from popflow.engine.validation import check_agenda
 from popflow.errors import CallerError, InvalidRequest, InvalidTransition, NotFound
@@ -46,11 +48,9 @@ from popflow.events.vocabulary import (
 from popflow.projections.documents import AGENDA_UPDATE_FIELDS
 from popflow.projections.progress import AgendaProgress, fold_all
 
-DEFAULT_INSIGHT = AgendaInsight(resource_pool_id="default", insight_id="default")
-"""Without a router, every agenda waits in this one queue (see popflow.engine.router)."""
-
 
 async def _default_route(_agenda: Agenda) -> AgendaInsight:
+    """Without a router, every agenda waits in the default insight."""
     return DEFAULT_INSIGHT
 
 
@@ -172,6 +172,11 @@ class AgendaService:
                 f"not {', '.join(unknown)}; operations are added with "
                 "/pop/resourcepool/service/updateAgenda"
             )
+        params = changes.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidRequest(f"An agenda's params must be an object, got {params!r}")
+        if params and (problem := priority_problem(params)):
+            raise InvalidRequest(f"Agenda {problem}")
         state = await self._live_state(agenda_id)
         if changes:
             event = AgendaUpdated(changes=changes, time=now_ms)

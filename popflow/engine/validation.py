@@ -36,6 +36,7 @@ from popflow.engine.references import (
     reference_text,
     referenced_operation,
 )
+from popflow.engine.scheduling import priority_problem
 from popflow.errors import InvalidAgenda
 from popflow.events.vocabulary import Agenda, Operation
 
@@ -83,6 +84,8 @@ def validate_agenda(
     problems = _customer_problems(agenda)
     problems += _count_problems(len(agenda.operations), max_operations)
     problems += _attempts_problems(agenda.params)
+    if priority := priority_problem(agenda.params):
+        problems.append(f"Agenda {priority}")
     problems += _operations_problems(agenda.operations, (), known_type, "operations")
     return problems
 

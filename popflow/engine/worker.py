@@ -54,6 +54,10 @@ class WorkerSettings:
     """Most agendas claimed in one transaction."""
     poll_interval: float = 1.0
     """Longest sleep between claims when no notification arrives."""
+    idle_claim_interval: float = 0.02
+    """Shortest pause after a claim that found nothing: every append wakes an idle worker,
+    and appends of agendas it cannot take (an insight at its queueSize, another worker's
+    agendas) must not turn into a claim each."""
     heartbeat_interval: float = 2.0
     lease_timeout: float = 30.0
     """A worker silent for this long loses its leases (to the reclaimer)."""
@@ -61,6 +65,8 @@ class WorkerSettings:
     """On stop, how long in-flight agendas may take to finish before they are handed back."""
     insights: tuple[str, ...] | None = None
     """Claim only from these insights (None: any)."""
+    resource_pool: str | None = None
+    """Claim only agendas routed to this resource pool (None: any)."""
     executor: ExecutorSettings = dataclasses.field(default_factory=ExecutorSettings)
 
 
@@ -94,6 +100,8 @@ class Worker:
         self._clock = clock
         self._slots = OperationSlots(self.settings.max_operations)
         self._executions: set[anyio.CancelScope] = set()
+        self._starting = 0
+        """Agendas claimed whose execution has not started yet (they count as in flight)."""
         self._room = anyio.Event()
         self._stopping = anyio.Event()
         self._registered = False
@@ -102,7 +110,8 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._executions)
+        """Agendas this worker holds: executing, or claimed and about to start."""
+        return len(self._executions) + self._starting
 
     async def register(self) -> None:
         """Announce the worker (required before it holds any lease)."""
@@ -170,8 +179,13 @@ class Worker:
             # Taken before claiming: whatever is appended after it (a new agenda) wakes us.
             seen = await self._head()
             claimed = await self._claim(wanted)
+            if claimed:
+                log.debug("claimed %d agendas", len(claimed))
+            self._starting += len(claimed)
             for agenda in claimed:
                 tg.start_soon(self._run_claimed, agenda, name=f"popflow-agenda-{agenda.agenda_id}")
+            if not claimed:
+                await anyio.sleep(self.settings.idle_claim_interval)
             if len(claimed) < wanted:
                 await self._wait_for_work(seen)
 
@@ -188,7 +202,10 @@ class Worker:
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _TRANSACTION_GRACE):
             try:
                 return await self._queue.claim(
-                    self.worker_id, limit, insights=self.settings.insights
+                    self.worker_id,
+                    limit,
+                    insights=self.settings.insights,
+                    resource_pool=self.settings.resource_pool,
                 )
             except InfrastructureError as exc:
                 log.warning("claim failed, retrying: %s", exc)
@@ -215,6 +232,7 @@ class Worker:
             return None
 
     async def _run_claimed(self, agenda: ClaimedAgenda) -> None:
+        self._starting -= 1  # execute() registers the execution before it first yields
         try:
             await self.execute(agenda.history)
         except LeaseLost as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import msgspec
 
@@ -60,6 +60,28 @@ class Document(msgspec.Struct, frozen=True, kw_only=True):
     """The POP JSON, with ``id``, ``customerId``, ``addedTime`` and ``updatedTime``."""
 
 
+class RoutingDocuments(msgspec.Struct, frozen=True, kw_only=True):
+    """What routing an agenda of one customer reads (pop-spec §3.1), read at once."""
+
+    customer: Document | None
+    """The Customer, if it exists."""
+    any_customer: bool
+    """Whether any Customer exists at all (until one does, agendas need no customer)."""
+    insights: list[Document] = []
+    """The insights of the customer's resource pool, oldest first (``addedTime``, then id)."""
+    pool: Document | None = None
+    """The customer's ResourcePool, if it exists."""
+
+
+RESOURCE_POOL_FIELD: Final = "resourcePoolId"
+
+
+def routing_pool(customer: Document | None) -> str | None:
+    """The resource pool a customer's agendas go to (None: it names none)."""
+    pool = None if customer is None else customer.body.get(RESOURCE_POOL_FIELD)
+    return str(pool) if pool else None
+
+
 class Visibility(msgspec.Struct, frozen=True, kw_only=True):
     """Which documents a caller may see (pop-spec §6.2); ``None`` in a query means all.
 
@@ -95,6 +117,12 @@ class DocumentReader(Protocol):
     async def owners(self, stream_ids: Sequence[str]) -> dict[str, str]:
         """The customer owning each stream (agenda or object), deleted ones included;
         streams never seen are absent."""
+        ...
+
+    async def routing(self, customer_id: str) -> RoutingDocuments:
+        """The Customer ``customer_id``, whether any customer exists, and the insights and
+        the ResourcePool of the customer's pool: what routing one agenda needs, in one
+        read."""
         ...
 
 

@@ -19,14 +19,20 @@ import msgspec
 from popflow.events.store import RecordedEvent
 from popflow.projections.documents import (
     AGENDA_PROGRESS,
+    CUSTOMER,
     DOCUMENT_EVENT_TYPES,
+    INSIGHT,
     OPERATION_PROGRESS,
     PROGRESS_KINDS,
+    RESOURCE_POOL,
+    RESOURCE_POOL_FIELD,
     Document,
     DocumentQuery,
+    RoutingDocuments,
     count_documents,
     document_key,
     fold_document,
+    routing_pool,
     select_documents,
 )
 from popflow.projections.memory import MemoryProgressStore
@@ -38,7 +44,8 @@ class MemoryDocumentStore:
 
     def __init__(self, progress: MemoryProgressStore | None = None) -> None:
         self._progress = progress
-        self._documents: dict[tuple[str, str], Document] = {}
+        self._documents: dict[str, dict[str, Document]] = {}
+        """Documents by kind, then id."""
         self._owners: dict[str, str] = {}
         self._log: list[RecordedEvent] = []
         """Every event applied that concerns a document, in order."""
@@ -61,17 +68,19 @@ class MemoryDocumentStore:
             key = document_key(recorded)
             if key is None:
                 continue
-            doc = fold_document(self._documents.get(key), recorded)
+            kind, document_id = key
+            documents = self._documents.setdefault(kind, {})
+            doc = fold_document(documents.get(document_id), recorded)
             if doc is None:
-                self._documents.pop(key, None)
+                documents.pop(document_id, None)
             else:
-                self._documents[key] = doc
+                documents[document_id] = doc
                 self._owners[recorded.stream_id] = doc.customer_id
 
     async def get(self, kind: str, document_id: str) -> Document | None:
         if kind in PROGRESS_KINDS:
             return next((d for d in self._progress_documents(kind) if d.id == document_id), None)
-        return self._documents.get((kind, document_id))
+        return self._documents.get(kind, {}).get(document_id)
 
     async def query(self, query: DocumentQuery) -> list[Document]:
         return select_documents(self._of_kind(query.kind), query)
@@ -82,10 +91,27 @@ class MemoryDocumentStore:
     async def owners(self, stream_ids: Sequence[str]) -> dict[str, str]:
         return {s: self._owners[s] for s in stream_ids if s in self._owners}
 
+    async def routing(self, customer_id: str) -> RoutingDocuments:
+        customers = self._documents.get(CUSTOMER, {})
+        customer = customers.get(customer_id)
+        pool_id = routing_pool(customer)
+        if customer is None or pool_id is None:
+            return RoutingDocuments(customer=customer, any_customer=bool(customers))
+        insights = self._documents.get(INSIGHT, {})
+        query = DocumentQuery(
+            kind=INSIGHT, equals=((RESOURCE_POOL_FIELD, pool_id),), limit=len(insights)
+        )
+        return RoutingDocuments(
+            customer=customer,
+            any_customer=True,
+            insights=select_documents(insights.values(), query),
+            pool=self._documents.get(RESOURCE_POOL, {}).get(pool_id),
+        )
+
     def _of_kind(self, kind: str) -> Iterator[Document]:
         if kind in PROGRESS_KINDS:
             return self._progress_documents(kind)
-        return (d for d in self._documents.values() if d.kind == kind)
+        return iter(self._documents.get(kind, {}).values())
 
     def _progress_documents(self, kind: str) -> Iterator[Document]:
         views = [] if self._progress is None else list(self._progress.views.values())

@@ -20,7 +20,7 @@ import msgspec
 
 from popflow.errors import InfrastructureError
 from popflow.events.sql import load_queries
-from popflow.projections.documents import Document, DocumentQuery
+from popflow.projections.documents import Document, DocumentQuery, RoutingDocuments
 
 _Q = load_queries(__package__, "postgres_documents.sql")
 _SELECT = _Q["select"].replace("{matching}", _Q["matching"])
@@ -51,6 +51,20 @@ class PostgresDocumentStore:
     async def owners(self, stream_ids: Sequence[str]) -> dict[str, str]:
         rows = await self._fetch(_Q["owners"], list(stream_ids))
         return {row["stream_id"]: row["customer_id"] for row in rows}
+
+    async def routing(self, customer_id: str) -> RoutingDocuments:
+        rows = await self._fetch(_Q["routing"], customer_id)
+        parts: dict[int, list[Document]] = {0: [], 2: [], 3: []}
+        for row in rows:
+            if row["part"] in parts:
+                parts[row["part"]].append(_document(row))
+        customer = parts[0][0] if parts[0] else None
+        return RoutingDocuments(
+            customer=customer,
+            any_customer=customer is not None or any(row["part"] == 1 for row in rows),
+            insights=parts[2],
+            pool=parts[3][0] if parts[3] else None,
+        )
 
     async def rebuild(self) -> None:
         """Recompute documents and owners from the whole log, in one transaction (readers

@@ -34,3 +34,29 @@ SELECT stream_id, customer_id FROM popflow.stream_owners WHERE stream_id = ANY (
 
 -- name: rebuild
 SELECT popflow.rebuild_documents();
+
+-- name: routing
+-- part 0: the customer $1; 1: a marker, present when it does not exist but others do;
+-- 2: the insights of its resource pool, oldest first; 3: the pool.
+WITH customer AS (
+    SELECT kind, id, customer_id, version, body
+    FROM popflow.documents WHERE kind = 'customer' AND id = $1
+), pool AS (
+    SELECT body->>'resourcePoolId' AS id FROM customer WHERE body->>'resourcePoolId' <> ''
+)
+SELECT 0 AS part, 0::bigint AS rank, kind, id, customer_id, version, body::text AS body
+FROM customer
+UNION ALL
+SELECT 1, 0, 'customer', '', '', 0, NULL
+WHERE NOT EXISTS (SELECT FROM customer)
+  AND EXISTS (SELECT FROM popflow.documents WHERE kind = 'customer')
+UNION ALL
+SELECT 2, row_number() OVER (ORDER BY d.added_time, d.id COLLATE "C"),
+       d.kind, d.id, d.customer_id, d.version, d.body::text
+FROM popflow.documents d JOIN pool ON d.body->>'resourcePoolId' = pool.id
+WHERE d.kind = 'insight'
+UNION ALL
+SELECT 3, 0, d.kind, d.id, d.customer_id, d.version, d.body::text
+FROM popflow.documents d JOIN pool ON d.id = pool.id
+WHERE d.kind = 'resourcepool'
+ORDER BY part, rank;

@@ -42,10 +42,12 @@ from popflow.projections.documents import (
     DOCUMENT_KINDS,
     INSIGHT,
     OPERATION_PROGRESS,
+    RESOURCE_POOL,
     Document,
     DocumentQuery,
     DocumentReader,
     DocumentStore,
+    RoutingDocuments,
     Visibility,
 )
 from popflow.projections.memory import MemoryProgressStore
@@ -399,3 +401,52 @@ async def test_a_deleted_agenda_leaves_the_queue(subject: Subject) -> None:
     assert [e.agenda_id for e in await subject.queue.entries()] == ["kept"]
     await subject.queue.register(WorkerInfo("w1", "host", 1))
     assert [c.agenda_id for c in await subject.queue.claim("w1", 5)] == ["kept"]
+
+
+# --- what routing reads -------------------------------------------------------------------------
+
+
+def _created(kind: str, object_id: str, time: int, **document: Any) -> tuple[str, list[Event]]:
+    return object_stream(kind, object_id), [create(kind, object_id, "ops", time, **document)]
+
+
+def _pool_history() -> list[tuple[str, list[Event]]]:
+    return [
+        _created(RESOURCE_POOL, "farm", 1, title="Farm"),
+        _created(CUSTOMER, "acme", 2, resourcePoolId="farm"),
+        _created(CUSTOMER, "loner", 3, title="no pool"),
+        _created(CUSTOMER, "lost", 4, resourcePoolId="gone"),
+        # listed oldest first (addedTime), then by id, byte-wise
+        _created(INSIGHT, "late", 30, resourcePoolId="farm"),
+        _created(INSIGHT, "b", 20, resourcePoolId="farm"),
+        _created(INSIGHT, "B", 20, resourcePoolId="farm"),
+        _created(INSIGHT, "elsewhere", 10, resourcePoolId="other"),
+    ]
+
+
+async def test_routing_reads_the_customer_its_pool_and_the_pools_insights(
+    subject: Subject,
+) -> None:
+    assert await subject.documents.routing("acme") == RoutingDocuments(
+        customer=None, any_customer=False
+    )
+    await record(subject, _pool_history())
+    await record(subject, AGENDAS)  # agendas and progress are not routing's business
+
+    found = await subject.documents.routing("acme")
+    assert found.customer is not None
+    assert found.customer.body["resourcePoolId"] == "farm"
+    assert found.any_customer
+    assert ids(found.insights) == ["B", "b", "late"]
+    assert found.pool is not None
+    assert (found.pool.id, found.pool.body["title"]) == ("farm", "Farm")
+    assert found.insights == await subject.documents.query(
+        DocumentQuery(kind=INSIGHT, equals=(("resourcePoolId", "farm"),))
+    )
+
+    unknown = await subject.documents.routing("nobody")
+    assert unknown == RoutingDocuments(customer=None, any_customer=True)
+    no_pool = await subject.documents.routing("loner")
+    assert (no_pool.customer is not None, no_pool.insights, no_pool.pool) == (True, [], None)
+    missing_pool = await subject.documents.routing("lost")
+    assert (missing_pool.insights, missing_pool.pool) == ([], None)

@@ -288,3 +288,80 @@ async def test_progress_is_derived_not_created(api_server: RunningServer) -> Non
         assert post.headers["Allow"] == "GET, PUT"
         delete = await client.delete("/pop/progress/operation/x")
         assert delete.status == 405
+
+
+async def test_the_pools_catch_all_insight_takes_what_no_mapper_claims(
+    api_server: RunningServer,
+) -> None:
+    ids = await configure_routing(api_server)
+    unclaimed = {
+        "customerId": "acme",
+        "operations": [{"name": "other", "type": "sample"}],
+        "params": {"doNotRun": True},
+    }
+    async with api_server.client("acme") as client:
+        refused = await client.post("/pop/agenda", unclaimed)
+        assert refused.status == 404
+        assert "None of the mappers" in refused.body["errorResponse"]["description"]
+    async with api_server.client("pool") as pool:
+        rest = await pool.post(
+            "/pop/insight",
+            {
+                "customerId": "farm",
+                "title": "everything else",
+                "resourcePoolId": ids["pool"],
+                "allowedCustomerIds": ["acme"],
+            },
+        )
+        rest_id = rest.body["all"][0]["id"]
+        changed = await pool.put(
+            "/pop/resourcepool", {"id": ids["pool"], "catchAllInsightId": rest_id}
+        )
+        assert changed.status == 200
+    async with api_server.client("acme") as client:
+        caught = await client.post("/pop/agenda", unclaimed)
+        claimed = await client.post("/pop/agenda", sample(params={"doNotRun": True}))
+    assert caught.status == 201
+    assert caught.body["all"][0]["agendaInsight"]["insightId"] == rest_id
+    assert claimed.body["all"][0]["agendaInsight"]["insightId"] == ids["general"]
+
+
+async def test_scheduling_fields_are_checked(api_server: RunningServer) -> None:
+    before = await log_size(api_server)
+    async with api_server.client("pool") as pool:
+        bad = await pool.post(
+            "/pop/insight",
+            {
+                "customerId": "farm",
+                "title": "bad",
+                "schedulingAlgorithm": "Lottery",
+                "queueSize": -1,
+                "priorityAgingSeconds": 0,
+                "retryBoost": 99,
+            },
+        )
+        bad_pool = await pool.post(
+            "/pop/resourcepool", {"customerId": "farm", "catchAllInsightId": 7}
+        )
+    async with api_server.client("acme") as client:
+        bad_priority = await client.post("/pop/agenda", sample(params={"priority": 99}))
+    assert bad.status == 422
+    described = " ".join(bad.body["errorResponse"]["problems"])
+    for field in ("schedulingAlgorithm", "queueSize", "priorityAgingSeconds", "retryBoost"):
+        assert field in described
+    assert bad_pool.status == 400
+    assert "catchAllInsightId" in bad_pool.body["errorResponse"]["description"]
+    assert bad_priority.status == 422
+    assert "params.priority" in bad_priority.body["errorResponse"]["description"]
+    assert await log_size(api_server) == before
+
+
+async def test_a_waiting_agendas_priority_can_be_changed(api_server: RunningServer) -> None:
+    async with api_server.client("acme") as client:
+        answer = await client.post("/pop/agenda", sample(params={"doNotRun": True}))
+        agenda_id = answer.body["all"][0]["id"]
+        refused = await client.put("/pop/agenda", {"id": agenda_id, "params": {"priority": 11}})
+        accepted = await client.put("/pop/agenda", {"id": agenda_id, "params": {"priority": 9}})
+    assert refused.status == 422
+    assert "params.priority" in refused.body["errorResponse"]["description"]
+    assert accepted.status == 200

@@ -10,17 +10,25 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from popflow.bootstrap import Engine, open_engine, rebuild_projections
 from popflow.engine.decide import Command, Reclaim, Start, StartOperation, decide
+from popflow.engine.routing import CustomerNotFound
 from popflow.engine.service import IdempotencyConflict
 from popflow.engine.state import evolve
 from popflow.engine.worker import WorkerSettings
 from popflow.errors import InvalidAgenda
 from popflow.events.store import AppendRequest
-from popflow.events.vocabulary import AgendaDispatched, OperationStarted, agenda_stream
+from popflow.events.vocabulary import (
+    AgendaDispatched,
+    AgendaInsight,
+    OperationStarted,
+    agenda_stream,
+)
 from popflow.settings import Settings
+from tests.support.scheduling import Farm
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -196,3 +204,52 @@ async def _interrupted(engine: Engine) -> None:
 
 def submission_version() -> int:
     return 2  # agenda.submitted and agenda.dispatched
+
+
+async def test_the_engine_reports_its_queues(database_dsn: str) -> None:
+    async with open_engine(settings(database_dsn), claim=False, reclaim=False) as engine:
+        assert await engine.queues() == []
+        await engine.submit(quick())
+        await engine.submit(quick())
+        [default] = await engine.queues()
+        [named] = await engine.queues(["default"])
+        [empty] = await engine.queues(["nobody-serves-this"])
+    assert named.oldest_wait_seconds >= default.oldest_wait_seconds  # time went on
+    assert msgspec.structs.replace(named, oldest_wait_seconds=0) == msgspec.structs.replace(
+        default, oldest_wait_seconds=0
+    )
+    assert (default.insight_id, default.resource_pool_id, default.ready) == (
+        "default",
+        "default",
+        2,
+    )
+    assert default.oldest_ready_since is not None
+    assert default.oldest_wait_seconds >= 0
+    assert (empty.ready, empty.resource_pool_id, empty.oldest_ready_since) == (0, None, None)
+
+
+async def test_the_engine_routes_submissions_once_customers_exist(database_dsn: str) -> None:
+    async with open_engine(settings(database_dsn), claim=False, reclaim=False) as engine:
+        before = await engine.submit(agenda_of("anyone"))  # no customer yet: the default
+        farm = Farm(engine.storage)
+        await farm.pool("farm")
+        await farm.insight("gpu", pool="farm")
+        await farm.customers("acme", pool="farm")
+        routed = await engine.submit(agenda_of("acme", lane="gpu"))
+        with pytest.raises(CustomerNotFound, match="Customer not found for customerId anyone"):
+            await engine.submit(agenda_of("anyone"))
+        bound = {
+            s.agenda_id: (await engine.state_at(s.agenda_id)).insight for s in (before, routed)
+        }
+    assert bound[before.agenda_id] == AgendaInsight(
+        resource_pool_id="default", insight_id="default"
+    )
+    assert bound[routed.agenda_id] == AgendaInsight(resource_pool_id="farm", insight_id="gpu")
+
+
+def agenda_of(customer: str, **params: Any) -> dict[str, Any]:
+    return {
+        "customerId": customer,
+        "params": params,
+        "operations": [{"name": "a", "type": "sample", "payload": {}}],
+    }

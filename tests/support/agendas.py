@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from popflow.engine.decide import Command, decide, submitted
-from popflow.engine.service import DEFAULT_INSIGHT
+from popflow.engine.router import DEFAULT_INSIGHT
 from popflow.engine.state import AgendaState, evolve
 from popflow.events.store import RecordedEvent
 from popflow.events.vocabulary import Agenda, Event, Operation, event_type

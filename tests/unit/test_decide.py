@@ -18,8 +18,8 @@ from popflow.engine.decide import (
     startable,
     submitted,
 )
+from popflow.engine.router import DEFAULT_INSIGHT
 from popflow.engine.runner import Failed, ProgressReport, Succeeded
-from popflow.engine.service import DEFAULT_INSIGHT
 from popflow.engine.state import AgendaStatus, OperationStatus, evolve, replay
 from popflow.errors import InvalidTransition
 from popflow.events.vocabulary import (

@@ -267,3 +267,47 @@ def test_no_match_says_why(insights: list[dict[str, Any]], why: str) -> None:
     with pytest.raises(NoInsightAvailable) as caught:
         select_insight(agenda(), CUSTOMER, insights)
     assert str(caught.value) == f"No available insights for processing agenda. {why}"
+
+
+# --- the pool's catch-all insight (pop-spec §10.6) -------------------------------------------
+
+POOL = {"id": "pool", "customerId": "farm", "catchAllInsightId": "rest"}
+
+
+def test_the_catch_all_takes_what_no_mapper_claims() -> None:
+    insights = [
+        insight("transcoding", mappers={"operationType": ["transcode"]}),
+        insight("rest"),  # no mappers: it is chosen only as the catch-all
+    ]
+    chosen = select_insight(agenda(op("x", "package")), CUSTOMER, insights, POOL)
+    assert chosen == AgendaInsight(resource_pool_id="pool", insight_id="rest")
+
+
+def test_a_mapper_match_wins_over_the_catch_all() -> None:
+    insights = [insight("rest"), insight("transcoding", mappers={"operationType": ["x"]})]
+    chosen = select_insight(agenda(op("x", "x")), CUSTOMER, insights, POOL)
+    assert chosen.insight_id == "transcoding"
+
+
+@pytest.mark.parametrize(
+    "catch_all",
+    [
+        insight("rest", isGlobal=False),  # not visible to acme
+        insight("rest", pool="elsewhere"),  # not of the customer's pool
+    ],
+)
+def test_a_catch_all_the_customer_may_not_use_is_refused_with_the_reason(
+    catch_all: dict[str, Any],
+) -> None:
+    with pytest.raises(NoInsightAvailable, match="catch-all insight rest is not an insight"):
+        select_insight(agenda(), CUSTOMER, [catch_all], POOL)
+
+
+def test_a_catch_all_naming_no_insight_is_refused() -> None:
+    with pytest.raises(NoInsightAvailable, match="catch-all insight rest"):
+        select_insight(agenda(), CUSTOMER, [], POOL)
+
+
+def test_without_a_catch_all_nothing_matching_is_refused() -> None:
+    with pytest.raises(NoInsightAvailable, match="None of the mappers"):
+        select_insight(agenda(), CUSTOMER, [insight("i", mappers={"operationType": ["x"]})], {})

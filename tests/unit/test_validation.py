@@ -513,3 +513,18 @@ def test_long_chains_and_rings_do_not_exhaust_the_stack() -> None:
 def test_a_large_valid_agenda_validates() -> None:
     ops = [op("n0")] + [op(f"n{i}", refs(f"n{i - 1}")) for i in range(1, 10_000)]
     assert validate_agenda(agenda(*ops)) == []
+
+
+# --- params.priority (scheduling: Priority insights) -----------------------------------------
+
+
+@pytest.mark.parametrize("priority", [-10, 0, 7, 10])
+def test_a_priority_from_minus_10_to_10_is_valid(priority: int) -> None:
+    assert problems(op("a"), priority=priority) == []
+
+
+@pytest.mark.parametrize("priority", [11, -11, 2.5, 5.0, "5", True, None, [1]])
+def test_any_other_priority_is_refused_with_the_range(priority: object) -> None:
+    [problem] = problems(op("a"), priority=priority)
+    assert problem.startswith("Agenda params.priority must be a whole number from -10")
+    assert repr(priority) in problem
