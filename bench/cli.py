@@ -12,20 +12,23 @@ from pathlib import Path
 import anyio
 import asyncpg
 
-from bench.engine import Workload
 from bench.report import render, write
+from bench.scenarios import SCENARIOS
 from bench.server import BenchError
 from bench.suite import Options, run_suite
 from popflow.embedded import bundled_bin_dir
 from popflow.errors import PopflowError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-DEFAULTS = {"agendas": 1000, "operations": 5, "runs": 3, "seconds": 10}
-QUICK = {"agendas": 50, "operations": 3, "runs": 1, "seconds": 2}
+DEFAULT_CACHE = Path.home() / ".cache" / "popflow-bench"
+_NAMES = [s.name for s in SCENARIOS]
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -34,23 +37,33 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="popflow end to end, beside pgbench on the same PostgreSQL "
-        "(see docs/benchmarks.md).",
+        description="popflow beside the physical limit (pgbench) and peer engines, on the "
+        "same PostgreSQL; writes the results to docs/benchmarks.md.",
     )
-    counts = parser.add_argument_group("what to measure (defaults: --quick's in brackets)")
-    for name, help_text in (
-        ("agendas", "agendas per popflow run"),
-        ("operations", "no-op operations per agenda"),
-        ("runs", "runs of each measurement (medians are reported)"),
-        ("seconds", "duration of each pgbench measurement"),
-    ):
-        default = f"{DEFAULTS[name]} [{QUICK[name]}]"
-        counts.add_argument(f"--{name}", type=_positive, help=f"{help_text}, {default}")
-    counts.add_argument("--submitters", type=_positive, default=8, help="concurrent submitters, 8")
-    counts.add_argument("--quick", action="store_true", help="a smoke run, about 6 s")
+    what = parser.add_argument_group("what to measure")
+    what.add_argument(
+        "--only",
+        nargs="+",
+        choices=_NAMES,
+        metavar="SCENARIO",
+        help=f"measure only these scenarios (of: {', '.join(_NAMES)})",
+    )
+    what.add_argument(
+        "--runs", type=_positive, help="runs of every scenario (medians are reported); 3 [1]"
+    )
+    what.add_argument(
+        "--quick", action="store_true", help="a smoke run: small workloads, one run [in brackets]"
+    )
     where = parser.add_argument_group("where")
     where.add_argument("--dsn", help="use this server (a postgresql:// URI) instead of a new one")
     where.add_argument("--pgbench", type=Path, help="pgbench to use (default: the bundled one)")
+    where.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="where the peers' virtual environments are kept between runs "
+        "(default: ~/.cache/popflow-bench)",
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="file to write")
     out.add_argument("--no-write", action="store_true", help="only print the results")
@@ -58,15 +71,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _options(args: argparse.Namespace, argv: Sequence[str]) -> Options:
-    counts = {
-        name: getattr(args, name) or (QUICK if args.quick else DEFAULTS)[name] for name in DEFAULTS
-    }
+    chosen = set(args.only or _NAMES)
     return Options(
-        workload=Workload(counts["agendas"], counts["operations"], args.submitters),
-        runs=counts["runs"],
-        seconds=counts["seconds"],
+        scenarios=[s for s in SCENARIOS if s.name in chosen],
+        runs=args.runs or (1 if args.quick else 3),
+        quick=args.quick,
         dsn=args.dsn,
         pgbench=args.pgbench or bundled_bin_dir() / "pgbench",
+        cache=args.cache,
         command=f"python -m bench {shlex.join(_hide_dsn(argv, args.dsn))}".strip(),
     )
 

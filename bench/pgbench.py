@@ -18,7 +18,8 @@ from pathlib import Path
 
 import anyio
 
-from bench.server import BenchError, execute
+from bench.scenario import Context, Figures, Scenario
+from bench.server import BenchError, execute, fresh_database
 
 TABLE = "popflow_bench_rows"
 _CREATE = f"""
@@ -72,3 +73,36 @@ async def rows_per_second(pgbench: Path, dsn: str, script: Script, seconds: int)
         said = (output + done.stderr.decode(errors="replace")).strip()
         raise BenchError(f"pgbench failed (exit status {done.returncode}):\n{said}")
     return float(found.group(1)) * script.rows
+
+
+SINGLE_ROW_TPS = "pgbench single-row INSERT: transactions/s"
+HUNDRED_ROWS_PER_SECOND = "pgbench 100-row INSERT: rows/s"
+
+
+def _seconds(context: Context) -> int:
+    return 2 if context.quick else 10
+
+
+async def _measure(context: Context) -> Figures:
+    seconds = _seconds(context)
+    async with fresh_database(context.dsn) as database:
+        await create_table(database)
+        single = await rows_per_second(context.pgbench, database, SINGLE_ROW, seconds)
+        hundred = await rows_per_second(context.pgbench, database, HUNDRED_ROWS, seconds)
+    return {SINGLE_ROW_TPS: single, HUNDRED_ROWS_PER_SECOND: hundred}
+
+
+PGBENCH = Scenario(
+    name="pgbench",
+    description=(
+        "the physical limit: pgbench (PostgreSQL's own client; the binary bundled "
+        "with the embedded server unless `--pgbench PATH`) on one connection "
+        "(`-n -c 1 -j 1 -M prepared`), 10 s per script (2 s with `--quick`), "
+        "`synchronous_commit=on`, in a fresh database: `bench/pgbench_single.sql` commits one "
+        "row shaped like a popflow event (text stream id, version, type, a small jsonb "
+        "document, a timestamp, a bigint key) per transaction, each paying a WAL flush; "
+        "`bench/pgbench_hundred.sql` inserts 100 such rows per statement and commit, "
+        "what batching can reach."
+    ),
+    measure=_measure,
+)

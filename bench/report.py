@@ -1,116 +1,144 @@
-"""The results: medians, extremes and same-run ratios, as Markdown for docs/benchmarks.md.
+"""The results: medians, extremes, same-run ratios and targets, as Markdown.
 
-Every figure is computed per run first (a ratio divides popflow's figure by the pgbench
-figure measured in the *same* run), and only then summarised by median, minimum and
+Every ratio is computed per run first (a figure of popflow divided by a figure of pgbench
+or of a peer measured in the *same* run), and only then summarised by median, minimum and
 maximum, so that drift on a shared machine moves numerator and denominator together.
+Targets are judged on medians.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bench.engine import EngineRun
+from bench.scenario import Figures, Ratio, Target
+from bench.targets import RATIOS, TARGETS
 
 MARKER = "<!-- Everything below this line is rewritten by `python -m bench`; edit above it. -->"
 
 
 @dataclass(frozen=True)
-class Round:
-    """One run: both pgbench measurements and one popflow run, taken back to back."""
-
-    single_row_tps: float
-    hundred_rows_per_second: float
-    popflow: EngineRun
-
-
-@dataclass(frozen=True)
 class Results:
-    rounds: Sequence[Round]
-    configuration: Sequence[tuple[str, str]]
+    runs: Sequence[Mapping[str, Figures]]
+    """Each run's figures, by scenario name."""
+    scenarios: Sequence[tuple[str, str]]
+    """(name, description) of every scenario measured, in order."""
+    server: str
     machine: Sequence[tuple[str, str]]
     started_at: datetime
     seconds: float
     command: str
 
-
-Measure = Callable[[Round], float]
-
-MEASURES: Sequence[tuple[str, Measure]] = (
-    ("pgbench single-row INSERT, transactions/s", lambda r: r.single_row_tps),
-    ("pgbench 100-row INSERT, rows/s", lambda r: r.hundred_rows_per_second),
-    ("popflow operations/s", lambda r: r.popflow.operations_per_second),
-    ("popflow agendas/s", lambda r: r.popflow.agendas_per_second),
-    ("popflow events appended/s", lambda r: r.popflow.events_per_second),
-    ("popflow run time, s", lambda r: r.popflow.seconds),
-    ("popflow submission time, s", lambda r: r.popflow.submit_seconds),
-    ("group commit: append requests per round", lambda r: r.popflow.requests_per_round),
-    ("database transactions per operation", lambda r: r.popflow.transactions_per_operation),
-    (
-        "**ratio** popflow events/s ÷ pgbench single-row tps",
-        lambda r: r.popflow.events_per_second / r.single_row_tps,
-    ),
-    (
-        "**ratio** popflow events/s ÷ pgbench 100-row rows/s",
-        lambda r: r.popflow.events_per_second / r.hundred_rows_per_second,
-    ),
-    (
-        "**ratio** popflow operations/s ÷ pgbench single-row tps",
-        lambda r: r.popflow.operations_per_second / r.single_row_tps,
-    ),
-)
+    def values(self, figure: str) -> list[float]:
+        """The figure (or ratio) in every run that has it."""
+        found = []
+        for run in self.runs:
+            merged = _merged(run)
+            if figure in merged:
+                found.append(merged[figure])
+            elif (ratio := _ratio(figure)) is not None and (value := ratio.of(merged)) is not None:
+                found.append(value)
+        return found
 
 
-def render(results: Results) -> str:
+def _merged(run: Mapping[str, Figures]) -> Figures:
+    return {name: value for figures in run.values() for name, value in figures.items()}
+
+
+def _ratio(name: str) -> Ratio | None:
+    return next((r for r in RATIOS if r.name == name), None)
+
+
+def render(results: Results, ratios: Sequence[Ratio] = RATIOS) -> str:
     """The results section of docs/benchmarks.md."""
-    runs = len(results.rounds)
+    runs = len(results.runs)
     lines = [
         "## Results",
         "",
         f"Measured {results.started_at:%Y-%m-%d %H:%M} UTC by `{results.command}` "
-        f"({runs} run{'s' if runs != 1 else ''}, {results.seconds:.0f} s in all).",
+        f"({runs} run{'s' if runs != 1 else ''}, {results.seconds:.0f} s in all), on "
+        f"{results.server}. Medians, minima and maxima are over the runs.",
         "",
-        "| measure | median | min | max |",
-        "|---|---:|---:|---:|",
+        *_targets(results, TARGETS),
+        *_figures(results),
+        *_ratios(results, ratios),
+        "### Configuration",
+        "",
+        *[f"- **{name}**: {description}" for name, description in results.scenarios],
+        "",
+        "### Machine",
+        "",
+        *[f"- {aspect}: {description}" for aspect, description in results.machine],
+        "",
     ]
-    for name, measure in MEASURES:
-        values = [measure(r) for r in results.rounds]
-        summary = (statistics.median(values), min(values), max(values))
-        lines.append(f"| {name} | {' | '.join(_number(v) for v in summary)} |")
-    lines += ["", *_runs_table(results.rounds), ""]
-    lines += ["### Configuration", "", *_items(results.configuration), ""]
-    lines += ["### Machine", "", *_items(results.machine), ""]
     return "\n".join(lines)
 
 
-def _runs_table(rounds: Sequence[Round]) -> list[str]:
-    lines = [
-        "| run | pgbench 1-row tps | pgbench 100-row rows/s | popflow operations/s "
-        "| popflow events/s | requests per round | transactions per operation |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+def _summary(values: Sequence[float]) -> str:
+    return " | ".join(number(v) for v in (statistics.median(values), min(values), max(values)))
+
+
+def _targets(results: Results, targets: Sequence[Target]) -> list[str]:
+    rows = []
+    for target in targets:
+        values = results.values(target.figure)
+        if values:
+            verdict = "met" if target.met(statistics.median(values)) else "**not met**"
+            bound = f"{target.comparison} {number(target.bound)}"
+            rows.append(f"| {target.figure} | {bound} | {_summary(values)} | {verdict} |")
+    if not rows:
+        return []
+    return [
+        "### Targets",
+        "",
+        "| figure | target | median | min | max | |",
+        "|---|---|---:|---:|---:|---|",
+        *rows,
+        "",
     ]
-    for number, r in enumerate(rounds, start=1):
-        figures = (
-            r.single_row_tps,
-            r.hundred_rows_per_second,
-            r.popflow.operations_per_second,
-            r.popflow.events_per_second,
-            r.popflow.requests_per_round,
-            r.popflow.transactions_per_operation,
-        )
-        lines.append(f"| {number} | {' | '.join(_number(f) for f in figures)} |")
+
+
+def _figures(results: Results) -> list[str]:
+    lines = ["### Figures", ""]
+    for scenario, _ in results.scenarios:
+        names = list(dict.fromkeys(n for run in results.runs for n in run.get(scenario, {})))
+        if not names:
+            continue
+        lines += [f"**{scenario}**", "", "| measure | median | min | max | each run |"]
+        lines.append("|---|---:|---:|---:|---|")
+        for name in names:
+            values = [run[scenario][name] for run in results.runs if name in run.get(scenario, {})]
+            each = ", ".join(number(v) for v in values)
+            lines.append(f"| {name} | {_summary(values)} | {each} |")
+        lines.append("")
     return lines
 
 
-def _items(pairs: Sequence[tuple[str, str]]) -> list[str]:
-    return [f"- {aspect}: {description}" for aspect, description in pairs]
+def _ratios(results: Results, ratios: Sequence[Ratio]) -> list[str]:
+    rows = [
+        f"| {ratio.name} | {_summary(values)} |"
+        for ratio in ratios
+        if (values := results.values(ratio.name))
+    ]
+    if not rows:
+        return []
+    return [
+        "### Ratios (each computed within one run)",
+        "",
+        "| ratio | median | min | max |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
-def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+def number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def write(path: Path, section: str) -> None:
