@@ -1,11 +1,14 @@
 """The PostgreSQL event store (asyncpg).
 
-An append is one call of the ``popflow.append_events`` function (see the first migration):
-it locks the rows of the streams involved, compares versions, takes the gap-safety
-advisory lock, assigns consecutive positions and notifies listeners on the
-``popflow_events`` channel, all in one round trip. Batches that hold several requests for
-the same stream are split into rounds applied in order inside one transaction, so each
-request is checked against the stream as the previous ones left it.
+An append is one call of the ``popflow.append_events`` function (migration 0006): it
+checks and advances the versions of the streams involved (locking their rows), marks
+itself as in flight, takes positions and notifies listeners on the ``popflow_events``
+channel, all in one round trip. Appends to different streams commit in parallel and can
+share a WAL flush; readers (``read_all``, ``head``) never return a position at or above
+the mark of an append still in flight, so they never see a gap that fills in later.
+Batches that hold several requests for the same stream are split into rounds applied in
+order inside one transaction, so each request is checked against the stream as the
+previous ones left it.
 
 Tables that must never lag the events (the work queue) follow them through a trigger
 inside the same statement (see the work-queue migration); everything else reads the log
@@ -17,8 +20,9 @@ Event payloads are stored as ``jsonb``: they can be inspected with plain SQL, e.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -35,7 +39,6 @@ from popflow.events.vocabulary import event_type
 log = logging.getLogger(__name__)
 
 _Q = load_queries(__package__, "postgres.sql")
-APPEND_LOCK_KEY = 0x706F705F6170  # advisory lock that orders global positions
 CHANNEL = "popflow_events"
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
@@ -57,8 +60,8 @@ class PostgresEventStore:
         self._pool = pool
         self._codec = codec or default_codec()
         self._listener: Connection | None = None
-        self._appended = anyio.Event()
-        self._latest_notified = 0
+        self._notices: dict[str, Notices] = {CHANNEL: Notices()}
+        """The channels listened to (appends, and any added by :meth:`notices`)."""
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -73,7 +76,8 @@ class PostgresEventStore:
         try:
             if len(rounds) == 1:  # the common case: one statement, its own transaction
                 async with self._pool.acquire() as conn:
-                    return [result for result, _ in await self._append_round(conn, rounds[0])]
+                    rows = await self._append_round(conn, rounds[0])
+                return [_result(r, row) for r, row in zip(requests, rows, strict=True)]
             async with self.transaction() as tx:
                 return await tx.append(requests)
         except _DRIVER_ERRORS as exc:
@@ -90,10 +94,10 @@ class PostgresEventStore:
 
     async def _append_round(
         self, conn: Connection, requests: Sequence[AppendRequest]
-    ) -> list[tuple[AppendResult, list[RecordedEvent]]]:
+    ) -> list[asyncpg.Record]:
+        """One ``append_events`` call for requests of distinct streams: a row per request."""
         encoded = [[self._codec.encode(e).decode() for e in r.events] for r in requests]
-        rows = await conn.fetch(_Q["append_events"], *_append_arguments(requests, encoded))
-        return [_result(request, row) for request, row in zip(requests, rows, strict=True)]
+        return await conn.fetch(_Q["append_events"], *_append_arguments(requests, encoded))
 
     # --- reading --------------------------------------------------------------------------
 
@@ -151,34 +155,71 @@ class PostgresEventStore:
     # --- wake-ups -------------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Start receiving append notifications (call once; :meth:`close` stops)."""
+        """Start receiving notifications (call once; :meth:`close` stops)."""
         try:
             listener = await self._pool.acquire()
-            await listener.add_listener(CHANNEL, self._notified)
+            for channel in self._notices:
+                await listener.add_listener(channel, self._notified)
             self._listener = listener
         except _DRIVER_ERRORS as exc:
             log.warning("LISTEN failed, relying on polling: %s", exc)
+
+    async def notices(self, channel: str) -> Notices:
+        """The notifications on ``channel``, listened to from now on (while the store
+        listens; without a listener nothing arrives and waits last their timeout)."""
+        notices = self._notices.get(channel)
+        if notices is None:
+            notices = self._notices[channel] = Notices()
+            if self._listener is not None:
+                try:
+                    await self._listener.add_listener(channel, self._notified)
+                except _DRIVER_ERRORS as exc:
+                    log.warning("LISTEN %s failed, relying on polling: %s", channel, exc)
+        return notices
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
             with anyio.CancelScope(shield=True):
                 try:
-                    await listener.remove_listener(CHANNEL, self._notified)
+                    for channel in self._notices:
+                        await listener.remove_listener(channel, self._notified)
                 finally:
                     await self._pool.release(listener)  # type: ignore[arg-type]
 
-    def _notified(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
-        self._latest_notified = max(self._latest_notified, int(str(payload)))
-        self._appended.set()
-        self._appended = anyio.Event()
+    def _notified(self, _conn: Connection, _pid: int, channel: str, payload: object) -> None:
+        notices = self._notices.get(channel)
+        if notices is not None:
+            notices.note(str(payload))
 
     async def wait_for_append(self, after: int, timeout: float) -> None:
-        if self._latest_notified > after:
+        appends = self._notices[CHANNEL]
+        await appends.wait(lambda: appends.latest > after, timeout)
+
+
+class Notices:
+    """The notifications received on one channel: how many, the highest position they
+    carried (their payload), and a wake-up for the tasks waiting on them."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.latest = 0
+        self._arrived = anyio.Event()
+
+    def note(self, payload: str) -> None:
+        self.received += 1
+        with contextlib.suppress(ValueError):
+            self.latest = max(self.latest, int(payload))
+        self._arrived.set()
+        self._arrived = anyio.Event()
+
+    async def wait(self, done: Callable[[], bool], timeout: float) -> None:
+        """Until ``done()`` holds (checked on each notification) or ``timeout`` passes."""
+        if done():
             return
         with anyio.move_on_after(timeout):
-            while self._latest_notified <= after:
-                await self._appended.wait()
+            while not done():
+                await self._arrived.wait()
 
 
 class PostgresTransaction:
@@ -193,18 +234,25 @@ class PostgresTransaction:
         return self._store.group_streams(rows)
 
     async def append(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        return [result for result, _ in await self.append_recorded(requests)]
+        return [_result(r, row) for r, row in await self._append_rows(requests)]
 
     async def append_recorded(
         self, requests: Sequence[AppendRequest]
     ) -> list[tuple[AppendResult, list[RecordedEvent]]]:
         """Like :meth:`append`, also returning each request's events as recorded."""
-        outcomes: dict[int, tuple[AppendResult, list[RecordedEvent]]] = {}
+        return [
+            (_result(r, row), _recorded(r, row)) for r, row in await self._append_rows(requests)
+        ]
+
+    async def _append_rows(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendRequest, asyncpg.Record]]:
+        """Each request with its row of ``append_events``, round by round, in request order."""
+        rows: dict[int, asyncpg.Record] = {}
         for round_ in _rounds(requests):
             done = await self._store._append_round(self.conn, round_)
-            for request, outcome in zip(round_, done, strict=True):
-                outcomes[id(request)] = outcome
-        return [outcomes[id(r)] for r in requests]
+            rows.update((id(r), row) for r, row in zip(round_, done, strict=True))
+        return [(r, rows[id(r)]) for r in requests]
 
 
 def _rounds(requests: Sequence[AppendRequest]) -> list[list[AppendRequest]]:
@@ -223,44 +271,50 @@ def _rounds(requests: Sequence[AppendRequest]) -> list[list[AppendRequest]]:
 def _append_arguments(
     requests: Sequence[AppendRequest], encoded: list[list[str]]
 ) -> tuple[Any, ...]:
-    event_request, event_offset, types, data = [], [], [], []
+    """The arguments of ``popflow.append_events``: per request, then per event, flattened."""
+    event_request: list[int] = []
+    event_version: list[int] = []
+    types: list[str] = []
+    data: list[str] = []
     for index, (request, payloads) in enumerate(zip(requests, encoded, strict=True), start=1):
-        for offset, (event, payload) in enumerate(
-            zip(request.events, payloads, strict=True), start=1
-        ):
-            event_request.append(index)
-            event_offset.append(offset)
-            types.append(event_type(event))
-            data.append(payload)
+        first = request.expected_version + 1
+        event_request += [index] * len(payloads)
+        event_version += range(first, first + len(payloads))
+        types += [event_type(event) for event in request.events]
+        data += payloads
     return (
         [r.stream_id for r in requests],
         [r.expected_version for r in requests],
         [len(r.events) for r in requests],
         event_request,
-        event_offset,
+        event_version,
         types,
         data,
-        APPEND_LOCK_KEY,
     )
 
 
-def _result(
-    request: AppendRequest, row: asyncpg.Record
-) -> tuple[AppendResult, list[RecordedEvent]]:
+def _result(request: AppendRequest, row: asyncpg.Record) -> AppendResult:
     if not row["appended"]:
-        return Conflict(request.stream_id, request.expected_version, row["version"]), []
-    first = row["first_position"]
-    if first is None:  # nothing to append: a successful no-op
-        return Appended(request.stream_id, row["version"], 0), []
-    events = [
+        return Conflict(request.stream_id, request.expected_version, row["version"])
+    positions = row["positions"]  # None when there was nothing to append: a no-op
+    return Appended(request.stream_id, row["version"], positions[-1] if positions else 0)
+
+
+def _recorded(request: AppendRequest, row: asyncpg.Record) -> list[RecordedEvent]:
+    """The events of an appended request as stored (none for a conflict)."""
+    positions = row["positions"] if row["appended"] else None
+    if not positions:
+        return []
+    return [
         RecordedEvent(
-            position=first + offset,
+            position=position,
             stream_id=request.stream_id,
-            version=request.expected_version + offset + 1,
+            version=request.expected_version + offset,
             type=event_type(event),
             event=event,
             recorded_at=row["recorded_at"],
         )
-        for offset, event in enumerate(request.events)
+        for offset, (position, event) in enumerate(
+            zip(positions, request.events, strict=True), start=1
+        )
     ]
-    return Appended(request.stream_id, row["version"], events[-1].position), events

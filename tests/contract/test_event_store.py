@@ -87,6 +87,36 @@ async def test_a_batch_commits_each_request_on_its_own_merits(store: EventStore)
     assert await store.stream_version("b") == 1
 
 
+async def test_each_appended_request_reports_where_its_events_landed(store: EventStore) -> None:
+    await append_one(store, AppendRequest("b", 0, [dispatched(1)]))
+    results = await store.append(
+        [
+            AppendRequest("a", 0, [dispatched(1), dispatched(2)]),
+            AppendRequest("b", 0, [dispatched(9)]),  # stale: takes no position
+            AppendRequest("c", 0, []),  # nothing to append: a successful no-op
+            AppendRequest("d", 0, [dispatched(1), dispatched(2), dispatched(3)]),
+        ]
+    )
+    assert [type(r) for r in results] == [Appended, Conflict, Appended, Appended]
+    no_op = results[2]
+    assert isinstance(no_op, Appended)
+    assert no_op.version == 0
+    for result in (results[0], results[3]):
+        assert isinstance(result, Appended)
+        stream = await store.read_stream(result.stream_id)
+        assert stream[-1].position == result.last_position
+        assert _positions(stream) == sorted(_positions(stream))
+    everything = await store.read_all(after=0)
+    assert [(e.stream_id, e.version) for e in everything] == [
+        ("b", 1),
+        ("a", 1),
+        ("a", 2),
+        ("d", 1),
+        ("d", 2),
+        ("d", 3),
+    ]
+
+
 async def test_requests_for_one_stream_in_a_batch_apply_in_order(store: EventStore) -> None:
     results = await store.append(
         [

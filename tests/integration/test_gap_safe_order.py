@@ -2,15 +2,18 @@
 
 The classic trap: with a plain sequence, transaction A takes position 10, transaction B
 takes 11 and commits first; a reader sees 11, moves its cursor past it, and never sees 10
-when A commits. popflow's append takes an advisory lock before assigning positions and
-holds it to commit, so positions become visible in order. These tests hammer that with
-many concurrent writers and show the slow-committer case directly.
+when A commits. popflow's appends commit in parallel, but each marks itself (a shared
+advisory lock keyed by the lowest position it may take) before it takes positions, and
+readers never return a position at or above the mark of an append still in flight
+(migration 0006). These tests hammer that with many concurrent writers and show the
+slow-committer case directly.
 """
 
 from __future__ import annotations
 
 import anyio
 import asyncpg
+import pytest
 
 from popflow.events.postgres import PostgresEventStore
 from popflow.events.store import Appended, AppendRequest, RecordedEvent
@@ -70,19 +73,66 @@ async def test_a_slow_committer_holds_back_later_positions(pg_pool: asyncpg.Pool
             first_holds_positions.set()
             await release_first.wait()
 
-    async def fast_writer() -> None:
-        await store.append(
-            [AppendRequest("fast", 0, [AgendaDispatched(worker_id="b", dispatch=1)])]
-        )
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_writer)
         await first_holds_positions.wait()
-        tg.start_soon(fast_writer)
-        await anyio.sleep(0.3)
-        # The fast writer is waiting for the slow one: nothing is visible yet.
+        with anyio.fail_after(5):  # appends do not wait for each other to commit
+            [fast] = await store.append(
+                [AppendRequest("fast", 0, [AgendaDispatched(worker_id="b", dispatch=1)])]
+            )
+        assert isinstance(fast, Appended)
+        # The fast append has committed, above the slow one's position: nothing is visible.
         assert await store.read_all(after=0) == []
+        assert await store.head() == 0
         release_first.set()
 
-    streams = [e.stream_id for e in await store.read_all(after=0)]
-    assert streams == ["slow", "fast"]
+    everything = await store.read_all(after=0)
+    assert [e.stream_id for e in everything] == ["slow", "fast"]
+    assert isinstance(fast, Appended)
+    assert await store.head() == fast.last_position == everything[-1].position
+
+
+async def test_a_rolled_back_append_holds_nothing_back(pg_pool: asyncpg.Pool) -> None:
+    store = PostgresEventStore(pg_pool)
+
+    class Abandon(Exception):
+        pass
+
+    async def abandoned_append() -> None:
+        async with store.transaction() as tx:
+            await tx.append(
+                [AppendRequest("gone", 0, [AgendaDispatched(worker_id="a", dispatch=1)])]
+            )
+            raise Abandon
+
+    with pytest.raises(Abandon):
+        await abandoned_append()
+    [kept] = await store.append(
+        [AppendRequest("kept", 0, [AgendaDispatched(worker_id="b", dispatch=1)])]
+    )
+
+    assert isinstance(kept, Appended)
+    assert [e.stream_id for e in await store.read_all(after=0)] == ["kept"]
+    assert await store.head() == kept.last_position
+
+
+async def test_appends_of_one_stream_keep_version_and_position_order(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    store = PostgresEventStore(pg_pool)
+
+    async def writer(w: int) -> None:
+        for _ in range(20):
+            while True:
+                version = await store.stream_version("shared")
+                event = AgendaDispatched(worker_id=f"w{w}", dispatch=version + 1)
+                [result] = await store.append([AppendRequest("shared", version, [event])])
+                if isinstance(result, Appended):
+                    break
+
+    async with anyio.create_task_group() as tg:
+        for w in range(6):
+            tg.start_soon(writer, w)
+
+    events = await store.read_all(after=0, limit=1000)
+    assert [e.version for e in events] == list(range(1, 121))
