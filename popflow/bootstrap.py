@@ -473,15 +473,19 @@ async def _run_worker(
 
 
 async def rebuild_projections(settings: Settings) -> int:
-    """Rebuild the work queue and the progress rows from the whole log; returns the number
-    of events replayed into the progress rows."""
+    """Rebuild the work queue, the documents and the progress rows from the whole log;
+    returns the number of events replayed into the progress rows. The three touch
+    different tables, each in a transaction of its own, so they run side by side: the
+    first two in the database, the progress rows mostly in Python."""
     async with open_storage(settings) as storage:
-        await storage.queue.rebuild()
-        await storage.documents.rebuild()
         runner = ProjectionRunner(
             storage.events, storage.progress, batch_size=settings.projection_batch
         )
-        return await runner.rebuild()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(storage.queue.rebuild, name="popflow-rebuild-queue")
+            tg.start_soon(storage.documents.rebuild, name="popflow-rebuild-documents")
+            replayed = await runner.rebuild()
+        return replayed  # noqa: RET504 - mypy: a task group may swallow a return inside it
 
 
 async def migrate_database(settings: Settings) -> Sequence[str]:

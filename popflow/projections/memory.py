@@ -24,6 +24,9 @@ class _MemoryBatch:
             self._store.views[stream_id] = view
         self._store.position = self.checkpoint = position
 
+    async def insert(self, views: Sequence[tuple[str, ProgressView]]) -> None:
+        self._store.views.update(views)
+
 
 class MemoryProgressStore:
     def __init__(self) -> None:
@@ -37,10 +40,10 @@ class MemoryProgressStore:
             yield _MemoryBatch(self)
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[None]:
+    async def rebuild(self) -> AsyncIterator[_MemoryBatch]:
         async with self._lock:
             self.views, self.position = {}, 0
-        yield
+            yield _MemoryBatch(self)
 
     async def checkpoint(self) -> int:
         return self.position

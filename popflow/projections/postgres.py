@@ -62,6 +62,26 @@ class _PostgresBatch:
         await self._conn.execute(_Q["set_checkpoint"], PROGRESS, position)
         self.checkpoint = position
 
+    async def insert(self, views: Sequence[tuple[str, ProgressView]]) -> None:
+        """COPY rows that do not exist yet: each written once, without conflict checks."""
+        agendas = [(stream, view.agenda) for stream, view in views]
+        operations = [
+            (index, op) for _, view in views for index, op in enumerate(view.operations.values())
+        ]
+        await self._copy("agenda_progress", _AGENDA_COLUMNS, _agenda_columns(agendas))
+        await self._copy("operation_progress", _OPERATION_COLUMNS, _operation_columns(operations))
+
+    async def _copy(
+        self, table: str, columns: Sequence[str], values: tuple[list[object], ...]
+    ) -> None:
+        if values[0]:
+            await self._conn.copy_records_to_table(
+                table,
+                schema_name="popflow",
+                columns=list(columns),
+                records=zip(*values, strict=True),
+            )
+
 
 async def _operations(
     conn: Connection, progress_ids: Sequence[str]
@@ -73,6 +93,31 @@ async def _operations(
                 _operation_decoder.decode(row["doc"])
             )
     return found
+
+
+_AGENDA_COLUMNS = (
+    "id",
+    "agenda_id",
+    "stream_id",
+    "customer_id",
+    "link_id",
+    "cid",
+    "processing_state",
+    "updated_time",
+    "doc",
+)
+_OPERATION_COLUMNS = (
+    "id",
+    "agenda_progress_id",
+    "position",
+    "operation",
+    "customer_id",
+    "processing_state",
+    "updated_time",
+    "doc",
+)
+"""The columns of the rows, in the order of _agenda_columns and _operation_columns (and of
+the upserts in postgres.sql)."""
 
 
 def _agenda_columns(rows: Sequence[tuple[str, AgendaProgress]]) -> tuple[list[object], ...]:
@@ -105,13 +150,9 @@ def _operation_columns(rows: Sequence[tuple[int, OperationProgress]]) -> tuple[l
 class PostgresProgressStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._rebuilding: Connection | None = None
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[_PostgresBatch]:
-        if self._rebuilding is not None:
-            yield await self._locked_batch(self._rebuilding)
-            return
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield await self._locked_batch(conn)
@@ -123,18 +164,14 @@ class PostgresProgressStore:
         return _PostgresBatch(conn, await conn.fetchval(_Q["lock_checkpoint"], PROGRESS))
 
     @asynccontextmanager
-    async def rebuild(self) -> AsyncIterator[None]:
+    async def rebuild(self) -> AsyncIterator[_PostgresBatch]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(_Q["ensure_checkpoint"], PROGRESS)
-                await conn.fetchval(_Q["lock_checkpoint"], PROGRESS)
+                batch = await self._locked_batch(conn)
                 await conn.execute(_Q["truncate"])
                 await conn.execute(_Q["set_checkpoint"], PROGRESS, 0)
-                self._rebuilding = conn
-                try:
-                    yield
-                finally:
-                    self._rebuilding = None
+                batch.checkpoint = 0
+                yield batch
         except _DRIVER_ERRORS as exc:
             raise InfrastructureError(f"progress rebuild failed: {exc}") from exc
 

@@ -1,10 +1,12 @@
 """The projection runner: follows the event log and keeps the progress rows up to date.
 
 It reads events after its checkpoint in pages, folds each page into the views of the
-agendas it touches (:func:`popflow.projections.progress.fold`) and saves rows and
-checkpoint in one transaction. It wakes up on append notifications and polls as a
-fallback, so a lost notification costs latency only. Several runners (one per process)
-may follow the same database: batches take the projection's lock, so they take turns.
+agendas it touches (:func:`popflow.projections.progress.fold`) and saves the rows that
+changed and the checkpoint in one transaction. Between its batches it keeps the views of
+the agendas in flight, as long as no other runner has moved the checkpoint. It wakes up on
+append notifications and polls as a fallback, so a lost notification costs latency only.
+Several runners (one per process) may follow the same database: batches take the
+projection's lock, so they take turns.
 
 :meth:`ProjectionRunner.wait_for` gives read-your-writes: after an append at position P,
 waiting for P guarantees that progress reads reflect it.
@@ -13,19 +15,22 @@ waiting for P guarantees that progress reads reflect it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
 
 from popflow.errors import InfrastructureError
 from popflow.events.store import EventStore, RecordedEvent
-from popflow.projections.progress import ProgressView, fold
+from popflow.projections.progress import COMPLETE, ProgressView
+from popflow.projections.rebuild import fold_page, rebuild_progress
 from popflow.projections.store import Change, ProgressBatch, ProgressStore
 
 log = logging.getLogger(__name__)
 
 _BATCH_DEADLINE = 60.0
+_FOLLOWED_LIMIT = 20_000
+"""Agendas in flight whose views a runner keeps between its batches, at most."""
 
 
 class ProjectionRunner:
@@ -43,6 +48,7 @@ class ProjectionRunner:
         self._poll_interval = poll_interval
         self._position = 0
         self._advanced = anyio.Event()
+        self._followed = _Followed()
 
     @property
     def position(self) -> int:
@@ -66,27 +72,35 @@ class ProjectionRunner:
         applied = 0
         while batch_count := await self.step():
             applied += batch_count
+            if batch_count < self._batch_size:
+                break  # a short page: the head (or the horizon of appends in flight)
         return applied
 
     async def step(self) -> int:
         """Apply one page of events; returns how many (0 when up to date)."""
         # Shielded (with a bound) so that shutdown never abandons a batch mid-transaction.
+        changes: list[tuple[str, Change]] = []
         count, position = 0, self._position
         with anyio.CancelScope(
             shield=True, deadline=anyio.current_time() + _BATCH_DEADLINE
         ) as scope:
             async with self._store.batch() as batch:
-                count = await apply_page(self._events, batch, self._batch_size)
-                position = batch.checkpoint
+                followed = self._followed.at(batch.checkpoint)  # first: forget stale views
+                page = await self._events.read_all(after=batch.checkpoint, limit=self._batch_size)
+                if page:
+                    changes = await _apply(page, followed, batch)
+                count, position = len(page), batch.checkpoint
         if scope.cancelled_caught:
             raise InfrastructureError(f"a projection batch took over {_BATCH_DEADLINE:g} s")
+        self._followed.saved(changes, position)  # committed
         self._note(position)
         return count
 
     async def rebuild(self) -> int:
         """Replay the whole log into empty rows; returns the number of events applied."""
-        async with self._store.rebuild():
-            return await self.catch_up()
+        applied, position = await rebuild_progress(self._events, self._store)
+        self._note(position)
+        return applied
 
     async def wait_for(self, position: int, timeout: float = 10.0) -> None:
         """Return once the rows reflect every event up to ``position``."""
@@ -105,25 +119,42 @@ class ProjectionRunner:
             self._advanced = anyio.Event()
 
 
-async def apply_page(events: EventStore, batch: ProgressBatch, limit: int) -> int:
-    """Fold the next page of events into ``batch``; returns the number applied."""
-    page = await events.read_all(after=batch.checkpoint, limit=limit)
-    if not page:
-        return 0
-    before = await batch.load(list(dict.fromkeys(e.stream_id for e in page)))
-    await batch.save(_fold_page(before, page), page[-1].position)
-    return len(page)
+class _Followed:
+    """The views of the agendas in flight as this runner's last batch saved them, so that
+    the next batch need not load (and decode) the rows it has just written. They are the
+    rows only while the checkpoint is where that batch left it: when another runner (or a
+    rebuild) has moved it, they are forgotten. Completed agendas are dropped (a late event
+    loads them again), and all of them past :data:`_FOLLOWED_LIMIT`."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, ProgressView] = {}
+        self._position = -1
+
+    def at(self, checkpoint: int) -> Mapping[str, ProgressView]:
+        if checkpoint != self._position:
+            self._views = {}
+        return self._views
+
+    def saved(self, changes: Sequence[tuple[str, Change]], position: int) -> None:
+        for stream, (_, view) in changes:
+            if view.agenda.processing_state == COMPLETE:
+                self._views.pop(stream, None)
+            else:
+                self._views[stream] = view
+        if len(self._views) > _FOLLOWED_LIMIT:
+            self._views = {}
+        self._position = position
 
 
-def _fold_page(
-    before: dict[str, ProgressView], page: Sequence[RecordedEvent]
+async def _apply(
+    page: Sequence[RecordedEvent], followed: Mapping[str, ProgressView], batch: ProgressBatch
 ) -> list[tuple[str, Change]]:
-    after: dict[str, ProgressView] = dict(before)
-    for recorded in page:
-        if recorded.stream_id.startswith("agenda-"):
-            after[recorded.stream_id] = fold(after.get(recorded.stream_id), recorded)
-    return [
-        (stream, (before.get(stream), view))
-        for stream, view in after.items()
-        if before.get(stream) is not view
-    ]
+    """Fold ``page`` into ``batch``, loading only the views not followed; returns what
+    changed."""
+    streams = dict.fromkeys(e.stream_id for e in page if e.stream_id.startswith("agenda-"))
+    before = {s: followed[s] for s in streams if s in followed}
+    if missing := [s for s in streams if s not in before]:
+        before.update(await batch.load(missing))
+    changes = fold_page(before, page)
+    await batch.save(changes, page[-1].position)
+    return changes

@@ -29,6 +29,13 @@ class ProgressBatch(Protocol):
     async def save(self, changes: Sequence[tuple[str, Change]], position: int) -> None: ...
 
 
+class ProgressRebuild(ProgressBatch, Protocol):
+    """A batch that starts from empty rows and may also write views whose rows do not
+    exist yet in bulk (each row once, the fast path of a rebuild)."""
+
+    async def insert(self, views: Sequence[tuple[str, ProgressView]]) -> None: ...
+
+
 class ProgressReader(Protocol):
     async def checkpoint(self) -> int:
         """The position up to which the rows reflect the events."""
@@ -48,7 +55,7 @@ class ProgressStore(ProgressReader, Protocol):
         """A locked batch starting at the stored checkpoint."""
         ...
 
-    def rebuild(self) -> AbstractAsyncContextManager[None]:
-        """Empty the rows and reset the checkpoint; batches inside see the empty state and
+    def rebuild(self) -> AbstractAsyncContextManager[ProgressRebuild]:
+        """A batch on emptied rows with the checkpoint at 0, held for the whole block:
         readers keep seeing the old rows until the block exits (where the store allows)."""
         ...

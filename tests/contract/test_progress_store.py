@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
 from popflow.bootstrap import Storage
-from popflow.engine.decide import Dispatch, Finish, RecordOutcome, Start, StartOperation
+from popflow.engine.decide import Command, Dispatch, Finish, RecordOutcome, Start, StartOperation
 from popflow.engine.runner import Succeeded
-from popflow.events.store import AppendRequest
+from popflow.events.store import AppendRequest, EventStore, RecordedEvent
 from popflow.projections.runner import ProjectionRunner
 from tests.support.agendas import Scenario, agenda, op
 from tests.support.stores import ADAPTERS, storage_for
@@ -60,3 +61,50 @@ async def test_a_rebuild_reproduces_the_same_progress(storage: Storage) -> None:
     before = await storage.progress.agenda_progress("x")
     assert await runner.rebuild() == await storage.events.head()
     assert await storage.progress.agenda_progress("x") == before
+
+
+async def test_runners_taking_turns_never_fold_into_views_gone_stale(storage: Storage) -> None:
+    """A runner keeps the views of agendas in flight between its batches; once another
+    runner has moved the checkpoint, it must read the rows again."""
+    s = Scenario(agenda(op("a"), op("b", dependsOn="a")), agenda_id="x", progress_id="p-x")
+    runners = [ProjectionRunner(storage.events, storage.progress) for _ in range(2)]
+    turns: list[list[Command]] = [
+        [Dispatch("w"), Start(1)],
+        [StartOperation("a", 1)],
+        [RecordOutcome("a", 1, 1, Succeeded(1))],
+        [StartOperation("b", 1)],
+    ]
+    appended = 0
+    for turn, commands in enumerate(turns):
+        s.do_all(commands)
+        await storage.events.append([AppendRequest("agenda-x", appended, s.events[appended:])])
+        appended = len(s.events)
+        assert await runners[turn % 2].catch_up() > 0
+        assert await runners[(turn + 1) % 2].catch_up() == 0  # finds the checkpoint moved
+    live = await storage.progress.agenda_progress("x")
+    assert live is not None
+    assert [o.processing_state for o in live.operation_progress or []] == ["COMPLETE", "EXECUTING"]
+    await runners[0].rebuild()
+    assert await storage.progress.agenda_progress("x") == live
+
+
+class CountingReads:
+    """An event store that counts the pages read."""
+
+    def __init__(self, events: EventStore) -> None:
+        self.events = events
+        self.reads = 0
+
+    async def read_all(self, *, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        self.reads += 1
+        return await self.events.read_all(after=after, limit=limit)
+
+
+async def test_a_catch_up_stops_at_a_short_page(storage: Storage) -> None:
+    await record(storage, "x", "job-1", finish=True)
+    head = await storage.events.head()
+    assert head % 3 != 0
+    counting = CountingReads(storage.events)
+    runner = ProjectionRunner(cast("EventStore", counting), storage.progress, batch_size=3)
+    assert await runner.catch_up() == head
+    assert counting.reads == head // 3 + 1  # the full pages, then a short one: no empty read

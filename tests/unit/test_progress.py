@@ -22,6 +22,7 @@ from popflow.projections.progress import (
     WAITING,
     AgendaProgress,
     ProgressView,
+    fold,
     fold_all,
 )
 from popflow.projections.summary import summarize
@@ -193,3 +194,32 @@ def test_summary_percent(percents: list[float], expected: float) -> None:
         summarize([progress("EXECUTING", percent=p) for p in percents]).processing_percent
         == expected
     )
+
+
+def test_the_roll_up_after_every_event_is_the_mean_of_the_shares() -> None:
+    """The fold recomputes the roll-up only when an operation's share moves; after every
+    event it must still be what a recomputation over every operation gives."""
+    s = Scenario(agenda(op("a"), op("b"), op("c")))
+    s.do_all([Dispatch("w"), Start(1), StartOperation("a", 1), StartOperation("b", 1)])
+    s.do(ReportProgress("a", 1, 1, ProgressReport(30.0)))
+    s.do(ReportProgress("a", 1, 1, ProgressReport(30.0, "same share")))
+    s.do(ReportProgress("b", 1, 1, ProgressReport(250.0)))
+    s.do(RecordOutcome("a", 1, 1, Succeeded()))
+    s.do(Reclaim(1, "gone"))
+    s.do_all([Dispatch("w2"), Start(2), StartOperation("b", 2), StartOperation("c", 2)])
+    s.do(RecordOutcome("b", 2, 2, Failed([DiagnosticEvent(message="no", time=1)])))
+    view, seen = None, []
+    for event in recorded(s.events):
+        view = fold(view, event)
+        shares = [
+            100.0
+            if o.processing_state == COMPLETE
+            else min(100.0, o.percent_complete)
+            if o.processing_state == EXECUTING
+            else 0.0
+            for o in view.operations.values()
+        ]
+        assert view.agenda.percent_complete == sum(shares) / len(shares), event.type
+        seen.append(view.agenda.percent_complete)
+    assert 10.0 in seen  # a at 30 of 3 operations
+    assert (100 + 30) / 3 in seen  # b's 250 % counts as a whole operation
