@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import groupby
 
+import anyio
+
 from popflow.engine.queue import (
     ClaimedAgenda,
     ExpiredLease,
@@ -48,17 +50,50 @@ class MemoryWorkQueue:
         self._entries: dict[str, QueueEntry] = {}
         self._heartbeats: dict[str, float] = {}
         self._pending: dict[str, list[str]] = {}
+        self._wakeups = 0
+        self._woken = anyio.Event()
         store.add_inline_projection(self._apply)
 
     def _apply(self, events: Sequence[RecordedEvent]) -> None:
+        touched: set[str] = set()
+        left: set[str] = set()
         for recorded in events:
             if recorded.type not in RELEVANT_TYPES:
                 continue
-            entry = fold(self._entries.get(recorded.stream_id), recorded)
+            touched.add(recorded.stream_id)
+            before = self._entries.get(recorded.stream_id)
+            entry = fold(before, recorded)
             if entry is None:
                 self._entries.pop(recorded.stream_id, None)
+                if before is not None:
+                    left.add(before.insight_id)
             else:
                 self._entries[recorded.stream_id] = entry
+        if any(self._is_ready(s) for s in touched) or (
+            left
+            and any(e.status == "ready" and e.insight_id in left for e in self._entries.values())
+        ):
+            self._wake()
+
+    def _is_ready(self, stream_id: str) -> bool:
+        entry = self._entries.get(stream_id)
+        return entry is not None and entry.status == "ready"
+
+    def _wake(self) -> None:
+        """The ready wake-up: the rule of migration 0008's trigger, except that an agenda
+        leaving an insight wakes claimers whenever others wait there (insight documents
+        are not read inline here, so queueSize is not known)."""
+        self._wakeups += 1
+        self._woken.set()
+        self._woken = anyio.Event()
+
+    def ready_mark(self) -> int:
+        return self._wakeups
+
+    async def wait_for_ready(self, mark: int, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            while self._wakeups <= mark:
+                await self._woken.wait()
 
     def _line(self) -> list[QueueEntry]:
         return sorted(self._entries.values(), key=lambda e: e.enqueued_position)

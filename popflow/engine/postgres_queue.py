@@ -6,8 +6,12 @@ fold as :mod:`popflow.projections.queue`). A claim is one transaction: plan what
 (:func:`popflow.engine.scheduling.plan_claim`, reading the queue through the queries of
 ``postgres_queue.sql``), reserve each agenda by a per-stream advisory lock that is tried
 and never waited for (concurrent claimers take different agendas instead of waiting; why
-not row locks: see the queries), read their streams, decide ``Dispatch`` for each and
-append the events, which update the rows through the trigger before commit.
+not row locks: see the queries) and read its stream in the same statement, decide
+``Dispatch`` for each and append the events, which update the rows through the trigger
+before commit.
+
+Idle workers wait for notifications on :data:`READY_CHANNEL`, which a trigger sends when
+an append may have given them something to claim (see migration 0008).
 
 Leases are judged by the database clock (``now()``), so workers on machines with skewed
 clocks still agree on who is dead.
@@ -29,13 +33,15 @@ from popflow.engine.queue import (
 )
 from popflow.engine.scheduling import InsightLine, InsightPolicy, Reservation, plan_claim
 from popflow.errors import InfrastructureError
-from popflow.events.postgres import Connection, PostgresEventStore
+from popflow.events.postgres import Connection, Notices, PostgresEventStore
 from popflow.events.sql import load_queries
-from popflow.events.store import Appended
+from popflow.events.store import Appended, RecordedEvent
 from popflow.projections.queue import QueueEntry
 
 _Q = load_queries(__package__, "postgres_queue.sql")
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+READY_CHANNEL = "popflow_ready"
+"""Notified by a trigger when an append may give claimers work (migration 0008)."""
 CLAIM_LOCK_CLASS = 0x706F70  # first key of the per-stream claim locks (two-key form)
 INSIGHT_LOCK_CLASS = 0x706F71  # first key of the per-insight claim locks
 
@@ -43,9 +49,23 @@ INSIGHT_LOCK_CLASS = 0x706F71  # first key of the per-insight claim locks
 class PostgresWorkQueue:
     def __init__(self, store: PostgresEventStore) -> None:
         self._store = store
+        self._ready: Notices | None = None
 
     async def register(self, worker: WorkerInfo) -> None:
         await self._execute(_Q["register"], worker.worker_id, worker.host, worker.pid)
+        await self._ready_notices()  # listening before the worker's first claim
+
+    def ready_mark(self) -> int:
+        return 0 if self._ready is None else self._ready.received
+
+    async def wait_for_ready(self, mark: int, timeout: float) -> None:
+        ready = await self._ready_notices()
+        await ready.wait(lambda: ready.received > mark, timeout)
+
+    async def _ready_notices(self) -> Notices:
+        if self._ready is None:
+            self._ready = await self._store.notices(READY_CHANNEL)
+        return self._ready
 
     async def heartbeat(self, worker_id: str) -> bool:
         status = await self._execute(_Q["heartbeat"], worker_id)
@@ -64,14 +84,13 @@ class PostgresWorkQueue:
     ) -> list[ClaimedAgenda]:
         async with self._store.transaction() as tx:
             source = _PostgresClaimSource(tx.conn, insights, resource_pool)
-            streams = await _reserve(tx.conn, await plan_claim(source, limit))
-            if not streams:
+            histories = await self._reserve(tx.conn, await plan_claim(source, limit))
+            if not histories:
                 return []
-            histories = await tx.read_streams(streams)
             planned = [
                 plan
-                for stream_id in streams
-                if (plan := dispatch_request(stream_id, histories.get(stream_id, []), worker_id))
+                for stream_id, history in histories.items()
+                if (plan := dispatch_request(stream_id, history, worker_id))
             ]
             outcomes = await tx.append_recorded([request for request, _ in planned])
         return [
@@ -113,20 +132,22 @@ class PostgresWorkQueue:
         except _DRIVER_ERRORS as exc:
             raise InfrastructureError(f"work queue operation failed: {exc}") from exc
 
-
-async def _reserve(conn: Connection, plan: Sequence[Reservation]) -> list[str]:
-    """The streams a claim takes: per insight, the first of its candidates (up to its
-    quota) that no concurrent claim holds, each reserved until the claim commits."""
-    streams: list[str] = []
-    for reservation in plan:
-        rows = await conn.fetch(
-            _Q["reserve"],
-            [c.stream_id for c in reservation.candidates],
-            reservation.quota,
-            CLAIM_LOCK_CLASS,
-        )
-        streams.extend(row["stream_id"] for row in rows)
-    return streams
+    async def _reserve(
+        self, conn: Connection, plan: Sequence[Reservation]
+    ) -> dict[str, list[RecordedEvent]]:
+        """The streams a claim takes, in claim order, with their histories: per insight,
+        the first of its candidates (up to its quota) that no concurrent claim holds, each
+        reserved until the claim commits."""
+        histories: dict[str, list[RecordedEvent]] = {}
+        for reservation in plan:
+            rows = await conn.fetch(
+                _Q["reserve"],
+                [c.stream_id for c in reservation.candidates],
+                reservation.quota,
+                CLAIM_LOCK_CLASS,
+            )
+            histories.update(self._store.group_streams(rows))
+        return histories
 
 
 class _PostgresClaimSource:
@@ -138,7 +159,10 @@ class _PostgresClaimSource:
         self._pool = pool
 
     async def lines(self, limit: int) -> list[InsightLine]:
-        rows = await self._conn.fetch(_Q["claim_lines"], limit, self._insights, self._pool)
+        if self._insights is None and self._pool is None:
+            rows = await self._conn.fetch(_Q["claim_lines_everywhere"], limit)
+        else:
+            rows = await self._conn.fetch(_Q["claim_lines"], limit, self._insights, self._pool)
         return [
             InsightLine(
                 insight_id=row["insight_id"],

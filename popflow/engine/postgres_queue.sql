@@ -44,6 +44,35 @@ LEFT JOIN popflow.documents d ON d.kind = 'insight' AND d.id = s.insight_id
 WHERE $3::text IS NULL OR head.resource_pool_id = $3::text
 ORDER BY head.enqueued_position;
 
+-- name: claim_lines_everywhere
+-- claim_lines for a claim of any insight in any pool (the default worker's). The same query
+-- without the scope's parameters: PostgreSQL keeps a generic plan of it, where claim_lines,
+-- whose plan depends on whether a scope is given, is planned anew on every call (about
+-- 0.3 ms of server time per claim, measured).
+WITH RECURSIVE waiting (insight_id) AS (
+    (SELECT insight_id FROM popflow.agenda_queue WHERE status = 'ready'
+     ORDER BY insight_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT q.insight_id FROM popflow.agenda_queue q
+            WHERE q.status = 'ready' AND q.insight_id > w.insight_id
+            ORDER BY q.insight_id LIMIT 1)
+    FROM waiting w WHERE w.insight_id IS NOT NULL
+)
+SELECT s.insight_id, head.resource_pool_id, head.enqueued_position AS oldest_position,
+       d.body::text AS insight,
+       (SELECT count(*) FROM (SELECT 1 FROM popflow.agenda_queue r
+                              WHERE r.insight_id = s.insight_id AND r.status = 'ready'
+                              LIMIT $1) AS counted) AS ready
+FROM waiting s
+CROSS JOIN LATERAL (
+    SELECT q.resource_pool_id, q.enqueued_position FROM popflow.agenda_queue q
+    WHERE q.insight_id = s.insight_id AND q.status = 'ready'
+    ORDER BY q.enqueued_position LIMIT 1
+) AS head
+LEFT JOIN popflow.documents d ON d.kind = 'insight' AND d.id = s.insight_id
+WHERE s.insight_id IS NOT NULL
+ORDER BY head.enqueued_position;
+
 -- name: serialize
 SELECT count(pg_advisory_xact_lock($2, hashtext(insight_id)))
 FROM (SELECT unnest($1::text[]) AS insight_id ORDER BY 1) AS sorted;
@@ -107,11 +136,20 @@ SET pending_customer_ids = excluded.pending_customer_ids, last_scheduled = now()
 
 -- name: reserve
 -- The first $2 of the candidates (in order) that no concurrent claim holds, each reserved
--- for this transaction. The function scan yields the array in order and the LIMIT stops it,
--- so no lock is taken beyond those returned.
-SELECT stream_id FROM unnest($1::text[]) AS stream_id
-WHERE pg_try_advisory_xact_lock($3, hashtext(stream_id))
-LIMIT $2;
+-- for this transaction, with their events (as read_streams in popflow/events/postgres.sql
+-- reads them), candidate by candidate. The function scan yields the array in order and the
+-- LIMIT stops it, so no lock is taken beyond those reserved. The events are read by the
+-- statement's snapshot, taken before the locks: a stream that a concurrent claim dispatched
+-- and committed in between looks ready, and the dispatch appended for it conflicts.
+WITH reserved AS MATERIALIZED (
+    SELECT stream_id, n FROM unnest($1::text[]) WITH ORDINALITY AS c (stream_id, n)
+    WHERE pg_try_advisory_xact_lock($3, hashtext(stream_id))
+    LIMIT $2
+)
+SELECT e.position, e.stream_id, e.version, e.type, e.data::text AS data, e.recorded_at
+FROM reserved r
+JOIN popflow.events e ON e.stream_id = r.stream_id
+ORDER BY r.n, e.version;
 
 -- name: entries
 SELECT * FROM popflow.agenda_queue ORDER BY enqueued_position;

@@ -10,6 +10,10 @@ claimer resumes them from their history.
 Which agendas a claim takes is up to each insight's scheduling algorithm and queue size
 (:mod:`popflow.engine.scheduling`). Claiming returns each agenda's full history, read in
 the claim's transaction: the worker starts executing without another round trip.
+
+Idle claimers wait for *ready* wake-ups (:meth:`WorkQueue.wait_for_ready`), not for every
+append: the events of their own claims and executions, and those of other workers, give
+them nothing to claim, and a claim for each would cost a transaction that finds nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +93,16 @@ class WorkQueue(Protocol):
         """Dispatch up to ``limit`` ready agendas to the worker, as the scheduling
         algorithms of their insights say: agendas of ``insights`` (None: any) of
         ``resource_pool`` (None: any)."""
+        ...
+
+    def ready_mark(self) -> int:
+        """A mark of the wake-ups so far: take it before a claim, wait with it after."""
+        ...
+
+    async def wait_for_ready(self, mark: int, timeout: float) -> None:
+        """Until an append after ``mark`` may have made something claimable (an agenda
+        entered or re-entered the line, or left it while others wait there), or ``timeout``
+        passes. A hint: claims still find out what is there."""
         ...
 
     async def expired_leases(self, lease_seconds: float, limit: int) -> list[ExpiredLease]:

@@ -4,9 +4,11 @@ leases alive, and stops gracefully.
 Three loops, one task group:
 
 * **claim** — while it has room for more agendas, claim a batch (one transaction) and
-  start an execution per agenda; when idle, sleep until an append notification, an
-  agenda finishing, or the poll interval (polling is the truth, notifications only
-  shorten the wait);
+  start an execution per agenda; when the queue has nothing more for it, sleep until a
+  *ready* wake-up (:meth:`WorkQueue.wait_for_ready`: an agenda entered the line, or left
+  it while others wait) or the poll interval; when full, until an agenda finishes.
+  Polling is the truth, wake-ups only shorten the wait; claims that find nothing are
+  spaced by ``idle_claim_interval``;
 * **heartbeat** — renew the worker's leases; if the database cannot be reached for a
   whole lease period, the leases are presumed lost and every execution is cancelled
   (fencing: the reclaimer will have handed them to someone else);
@@ -55,9 +57,10 @@ class WorkerSettings:
     poll_interval: float = 1.0
     """Longest sleep between claims when no notification arrives."""
     idle_claim_interval: float = 0.02
-    """Shortest pause after a claim that found nothing: every append wakes an idle worker,
-    and appends of agendas it cannot take (an insight at its queueSize, another worker's
-    agendas) must not turn into a claim each."""
+    """Shortest time from the second of successive claims that found nothing to the next
+    claim: wake-ups for agendas the worker cannot take (an insight at its queueSize,
+    agendas another claim took first) must not turn into a claim each. The first wake-up
+    after a claim that found something, or after a quiet spell, is not delayed."""
     heartbeat_interval: float = 2.0
     lease_timeout: float = 30.0
     """A worker silent for this long loses its leases (to the reclaimer)."""
@@ -170,24 +173,29 @@ class Worker:
     # --- claiming --------------------------------------------------------------------------
 
     async def _claim_until_stopped(self, tg: TaskGroup) -> None:
+        empty_claims, found_nothing_at = 0, 0.0
         while not self._stopping.is_set():
             room = self.settings.max_agendas - self.in_flight
             if room < self._worthwhile_claim():
-                await self._wait_for_work(None)  # an agenda finishing sets _room
+                await self._wait_for_room()
                 continue
+            # One claim that finds nothing is common (woken for an agenda the previous
+            # claim already took); a second in a row means wake-ups it cannot use.
+            if empty_claims >= 2:
+                await self._pause_until(found_nothing_at + self.settings.idle_claim_interval)
             wanted = min(room, self.settings.claim_batch)
-            # Taken before claiming: whatever is appended after it (a new agenda) wakes us.
-            seen = await self._head()
+            # Taken before claiming: whatever becomes ready after it wakes us.
+            mark = self._queue.ready_mark()
             claimed = await self._claim(wanted)
             if claimed:
                 log.debug("claimed %d agendas", len(claimed))
             self._starting += len(claimed)
             for agenda in claimed:
                 tg.start_soon(self._run_claimed, agenda, name=f"popflow-agenda-{agenda.agenda_id}")
-            if not claimed:
-                await anyio.sleep(self.settings.idle_claim_interval)
+            empty_claims = 0 if claimed else empty_claims + 1
+            found_nothing_at = anyio.current_time()
             if len(claimed) < wanted:
-                await self._wait_for_work(seen)
+                await self._wait_for_ready(mark)
 
     def _worthwhile_claim(self) -> int:
         """Room needed before claiming: 1 when idle; under load, a quarter batch, so that
@@ -211,25 +219,32 @@ class Worker:
                 log.warning("claim failed, retrying: %s", exc)
         return []
 
-    async def _wait_for_work(self, seen: int | None) -> None:
-        """Until an agenda finishes, the worker stops, something is appended after
-        position ``seen`` (None: appends do not matter), or the poll interval passes."""
+    async def _wait_for_room(self) -> None:
+        """Until an agenda finishes (it sets ``_room``), the worker stops, or the poll
+        interval passes."""
         self._room = anyio.Event()
-        waiters: list[Callable[[], Awaitable[object]]] = [self._room.wait, self._stopping.wait]
-        if seen is not None:
-            waiters.append(
-                functools.partial(self._events.wait_for_append, seen, self.settings.poll_interval)
-            )
+        await self._wait_for_first(self._room.wait)
+
+    async def _wait_for_ready(self, mark: int) -> None:
+        """Until something may have become claimable since ``mark``, the worker stops, or
+        the poll interval passes. Appends that give nothing to claim (the events of this
+        worker's claims and executions, of other workers') do not wake it."""
+        await self._wait_for_first(
+            functools.partial(self._queue.wait_for_ready, mark, self.settings.poll_interval)
+        )
+
+    async def _pause_until(self, deadline: float) -> None:
+        """Until ``deadline`` (anyio's clock) or the worker stops: after claims that found
+        nothing, wake-ups (an insight at its queueSize, agendas another claim took) must not
+        turn into a claim each."""
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            await self._stopping.wait()
+
+    async def _wait_for_first(self, waiter: Callable[[], Awaitable[object]]) -> None:
         with anyio.move_on_after(self.settings.poll_interval):
             async with anyio.create_task_group() as race:
-                for waiter in waiters:
-                    race.start_soon(_then_cancel, waiter, race.cancel_scope)
-
-    async def _head(self) -> int | None:
-        try:
-            return await self._events.head()
-        except InfrastructureError:
-            return None
+                for wait in (waiter, self._stopping.wait):
+                    race.start_soon(_then_cancel, wait, race.cancel_scope)
 
     async def _run_claimed(self, agenda: ClaimedAgenda) -> None:
         self._starting -= 1  # execute() registers the execution before it first yields

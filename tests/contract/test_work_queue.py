@@ -27,6 +27,7 @@ from popflow.events.vocabulary import (
     agenda_stream,
 )
 from tests.support.agendas import agenda, op
+from tests.support.scheduling import Farm
 from tests.support.stores import ADAPTERS, storage_for
 
 
@@ -166,3 +167,51 @@ async def test_claims_and_appends_to_claimed_agendas_never_deadlock(storage: Sto
             for n in range(8):
                 tg.start_soon(claimer, f"w{n}")
     assert sorted(started) == [f"a{n:03}" for n in range(agendas)]
+
+
+async def woken(storage: Storage, mark: int, timeout: float) -> bool:
+    """Whether a ready wake-up after ``mark`` arrives within ``timeout`` seconds."""
+    await storage.queue.wait_for_ready(mark, timeout)
+    return storage.queue.ready_mark() > mark
+
+
+async def test_ready_wake_ups_come_only_when_something_may_be_claimable(
+    storage: Storage,
+) -> None:
+    """Agendas entering (or re-entering) the line wake claimers, and so does one leaving an
+    insight with a queueSize while others wait there (it may have room); the events of a
+    claim and of the execution that follows do not."""
+    w = await worker(storage, "w1")  # listening from here on
+    mark = storage.queue.ready_mark()
+    await submit(storage, "a0")
+    assert await woken(storage, mark, 5)
+
+    mark = storage.queue.ready_mark()
+    [claim] = await storage.queue.claim(w, 1)
+    stream, version = agenda_stream("a0"), len(claim.history)
+    start = AgendaStarted(worker_id=w, dispatch=1)
+    await storage.events.append([AppendRequest(stream, version, [start])])
+    assert not await woken(storage, mark, 0.3)
+
+    reclaim = AgendaReclaimed(worker_id=w, dispatch=1, reason="test")
+    await storage.events.append([AppendRequest(stream, version + 1, [reclaim])])
+    assert await woken(storage, mark, 5)
+
+    [claim] = await storage.queue.claim(w, 1)
+    mark, version = storage.queue.ready_mark(), len(claim.history)
+    done = AgendaFailed(dispatch=2, failed_operations=[])
+    await storage.events.append([AppendRequest(stream, version, [done])])
+    assert not await woken(storage, mark, 0.3)  # nothing else waits
+
+    farm = Farm(storage)
+    await farm.pool()
+    await farm.insight("bounded", queueSize=1)
+    await submit(storage, "a1", insight="bounded")
+    await submit(storage, "a2", insight="bounded")
+    [claim] = await storage.queue.claim(w, 1)
+    assert await storage.queue.claim(w, 1) == []  # the insight is full
+    mark = storage.queue.ready_mark()
+    done = AgendaFailed(dispatch=1, failed_operations=[])
+    await storage.events.append([AppendRequest(agenda_stream("a1"), len(claim.history), [done])])
+    assert await woken(storage, mark, 5)  # a2 waits, and now fits
+    assert [c.agenda_id for c in await storage.queue.claim(w, 1)] == ["a2"]
