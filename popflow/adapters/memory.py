@@ -47,17 +47,30 @@ class HandlerError(Exception):
 
 
 class HandlerContext:
-    """What a handler gets: its input, who it runs for, and a way to report progress."""
+    """What a handler gets: its input, who it runs for, and a way to report progress.
+
+    One exists per running operation, so it is kept small: slots, and the logger adapter
+    made only when a handler logs."""
+
+    __slots__ = ("_invocation", "_log", "_report", "params")
 
     def __init__(self, invocation: Invocation, report: ProgressCallback) -> None:
         self._invocation = invocation
         self._report = report
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self.params: Params = {}
         """Resume data to store on the OperationProgress (merged into its ``params``)."""
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"popflow.handlers.{invocation.operation.type}"),
-            {"agenda_id": invocation.agenda_id, "operation": invocation.operation.name},
-        )
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger named for the operation type, carrying the agenda and operation."""
+        if self._log is None:
+            invocation = self._invocation
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"popflow.handlers.{invocation.operation.type}"),
+                {"agenda_id": invocation.agenda_id, "operation": invocation.operation.name},
+            )
+        return self._log
 
     @property
     def payload(self) -> JSON:

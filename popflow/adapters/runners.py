@@ -10,7 +10,8 @@ a Python handler in process even when the registry also has a pod for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.runner import (
@@ -35,12 +36,19 @@ class Runners:
     def known_types(self) -> Sequence[str]:
         return sorted({t for runner in self._runners for t in runner.known_types()})
 
-    async def run(self, invocation: Invocation, report: ProgressCallback) -> Outcome:
-        operation = invocation.operation
-        runner = self._runner_for(operation.type)
+    def run(self, invocation: Invocation, report: ProgressCallback) -> Coroutine[Any, Any, Outcome]:
+        """The chosen runner's own coroutine: delegating adds no frame to each of the
+        (possibly tens of thousands of) operations that a worker holds running."""
+        runner = self._runner_for(invocation.operation.type)
         if runner is None:
-            return unknown_type(invocation, self._clock.now_ms())
-        return await runner.run(invocation, report)
+            return self._unknown(invocation)
+        return runner.run(invocation, report)
+
+    async def _unknown(self, invocation: Invocation) -> Outcome:
+        return unknown_type(invocation, self._clock.now_ms())
 
     def _runner_for(self, operation_type: str) -> OperationRunner | None:
-        return next((r for r in self._runners if r.knows(operation_type)), None)
+        for runner in self._runners:
+            if runner.knows(operation_type):
+                return runner
+        return None

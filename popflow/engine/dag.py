@@ -21,9 +21,13 @@ from popflow.engine.agenda import depends_on
 from popflow.engine.references import find_references, referenced_operation
 from popflow.events.vocabulary import Operation
 
+_NOTHING: frozenset[str] = frozenset()
+
 
 def referenced_operations(operation: Operation, names: Collection[str]) -> frozenset[str]:
     """The operations among ``names`` whose output ``operation``'s payload references."""
+    if not operation.payload:  # nothing, or an empty container: no string to look into
+        return _NOTHING
     found = (referenced_operation(ref.name) for ref in find_references(operation.payload))
     return frozenset(name for name in found if name is not None and name in names)
 
@@ -36,7 +40,8 @@ def dependencies(operation: Operation, names: Collection[str]) -> frozenset[str]
     kept as written, so an unknown one keeps the operation waiting rather than running it
     early. Raises ValueError when ``dependsOn`` is malformed (validation rejects that).
     """
-    return frozenset(depends_on(operation)) | referenced_operations(operation, names)
+    found = frozenset(depends_on(operation)) | referenced_operations(operation, names)
+    return found or _NOTHING  # most operations wait for nothing: share one empty set
 
 
 def find_cycles(graph: Mapping[str, Iterable[str]], *, limit: int = 100) -> list[list[str]]:

@@ -18,19 +18,23 @@ too slow to heartbeat), the next append conflicts, the execution re-reads the st
 the new dispatch, records its late outcomes as ignored and stops. If the worker shuts
 down, the execution hands the agenda back at once (a shielded ``agenda.reclaimed``), so
 another worker resumes it without waiting for the lease to expire.
+
+Operations run as plain asyncio tasks, supervised by the execution
+(:mod:`popflow.engine.operation_tasks` says why and how): every one has ended before
+:meth:`AgendaExecution.run` returns or raises, and the hand-back comes after them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
 
 from popflow.engine.clock import Clock
 from popflow.engine.decide import (
@@ -45,15 +49,22 @@ from popflow.engine.decide import (
     is_current,
     startable,
 )
-from popflow.engine.references import AGENDA_ID_TOKEN, OPERATION_NAME_TOKEN, output_name, resolve
-from popflow.engine.runner import (
-    Failed,
-    Invocation,
-    OperationRunner,
-    Outcome,
-    ProgressReport,
-    diagnostic,
+from popflow.engine.operation_tasks import (
+    Crashed,
+    Finished,
+    Message,
+    OperationTasks,
+    Progressed,
+    SlotGranted,
 )
+from popflow.engine.references import (
+    AGENDA_ID_TOKEN,
+    OPERATION_NAME_TOKEN,
+    output_name,
+    referenced_operation,
+    resolve,
+)
+from popflow.engine.runner import Failed, Invocation, OperationRunner, diagnostic
 from popflow.engine.slots import OperationSlots
 from popflow.engine.state import (
     AgendaState,
@@ -65,7 +76,7 @@ from popflow.engine.state import (
 )
 from popflow.errors import InvalidTransition
 from popflow.events.store import Appended, AppendRequest, AppendResult, EventStore, RecordedEvent
-from popflow.events.vocabulary import Event, OperationStarted
+from popflow.events.vocabulary import JSON, Event, OperationStarted
 from popflow.projections.progress import ProgressView, fold_all
 
 log = logging.getLogger(__name__)
@@ -83,26 +94,7 @@ class ExecutorSettings:
     """Re-decisions after a concurrent append before giving the agenda up."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _Finished:
-    name: str
-    attempt: int
-    outcome: Outcome
-
-
-@dataclasses.dataclass(frozen=True)
-class _Progressed:
-    name: str
-    attempt: int
-    report: ProgressReport
-
-
-@dataclasses.dataclass(frozen=True)
-class _SlotGranted:
-    pass
-
-
-_Message = _Finished | _Progressed | _SlotGranted
+_SLOT_GRANTED = SlotGranted()
 
 
 class LeaseLost(Exception):
@@ -127,17 +119,17 @@ class AgendaExecution:
             raise InvalidTransition("cannot execute an empty history")
         self._state = self._tentative = state
         self._stream = history[0].stream_id
-        self._history = history
-        self._view: ProgressView | None = None
-        """The progress as claimed, folded only when a resumed operation needs it."""
         self._started_before = {
             e.event.operation for e in history if isinstance(e.event, OperationStarted)
         }
+        self._history = history if self._started_before else None
+        """The history as claimed, kept only when a resumed operation may need its progress."""
+        self._view: ProgressView | None = None
+        """The progress as claimed, folded only when a resumed operation needs it."""
         self._dispatch = state.dispatch
         self._worker_id = worker_id
         self._append = append
         self._events = events
-        self._runner = runner
         self._slots = slots
         self._clock = clock
         self._settings = settings
@@ -147,9 +139,14 @@ class AgendaExecution:
         self._credits = 0
         self._reserved = 0
         self._waiting_for_slot = False
-        self._progress: dict[str, _Progressed] = {}
+        self._progress: dict[str, Progressed] = {}
         self._progress_flushed_at = -math.inf
-        self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+        self._inbox: list[Message] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        """Set while the execution waits for its inbox; a posted message completes it."""
+        self._tasks = OperationTasks(
+            state.agenda_id, post=self._post, runner=runner, slots=slots, clock=clock
+        )
 
     @property
     def state(self) -> AgendaState:
@@ -164,27 +161,26 @@ class AgendaExecution:
                 f"agenda {self._state.agenda_id} is not dispatched to {self._worker_id}"
             )
         try:
-            async with anyio.create_task_group() as tg:
-                await self._loop(tg)
+            try:
+                await self._loop()
+            finally:
+                await self._tasks.stop()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._hand_back("the worker stopped before the agenda finished")
             raise
         finally:
             self._release_slots()
-            self._send.close()
-            self._inbox.close()
         return self._state
 
-    async def _loop(self, tg: TaskGroup) -> None:
+    async def _loop(self) -> None:
         if self._state.status is AgendaStatus.DISPATCHED:
             self._apply(Start(self._dispatch))
         while True:
             self._plan()
             if not await self._flush():
-                tg.cancel_scope.cancel()
                 return
-            self._launch(tg)
+            self._launch()
             if self._state.status.is_final:
                 return
             await self._receive()
@@ -202,16 +198,15 @@ class AgendaExecution:
         if self._tentative.status is not AgendaStatus.RUNNING:
             return
         running = len(self._tentative.in_status(OperationStatus.RUNNING))
-        for name in startable(self._tentative):
+        ready = startable(self._tentative)
+        for name in ready:
             if running >= self._settings.max_parallel_operations or not self._take_slot():
                 break
             self._reserved += 1
             running += 1
             self._apply(StartOperation(name, self._dispatch))
         self._return_credits()
-        if not self._tentative.in_status(OperationStatus.RUNNING) and not startable(
-            self._tentative
-        ):
+        if not running and not ready:
             self._apply(Finish(self._dispatch))
 
     def _take_slot(self) -> bool:
@@ -226,7 +221,7 @@ class AgendaExecution:
         return False
 
     def _grant_slot(self) -> None:
-        self._send.send_nowait(_SlotGranted())
+        self._post(_SLOT_GRANTED)
 
     def _return_credits(self) -> None:
         while self._credits:
@@ -236,12 +231,8 @@ class AgendaExecution:
     def _release_slots(self) -> None:
         """Give back every slot this execution holds but no operation uses."""
         self._slots.cancel_wait(self._grant_slot)
-        while True:
-            try:
-                if isinstance(self._inbox.receive_nowait(), _SlotGranted):
-                    self._credits += 1
-            except anyio.WouldBlock:
-                break
+        self._credits += sum(1 for message in self._inbox if isinstance(message, SlotGranted))
+        self._inbox.clear()
         self._credits += self._reserved
         self._reserved = 0
         self._return_credits()
@@ -335,7 +326,7 @@ class AgendaExecution:
 
     # --- running ---------------------------------------------------------------------------
 
-    def _launch(self, tg: TaskGroup) -> None:
+    def _launch(self) -> None:
         running = self._state.in_status(OperationStatus.RUNNING)
         self._running = {op.name: op.attempt for op in running if op.name in self._running}
         for op in running:
@@ -348,12 +339,12 @@ class AgendaExecution:
                 self._slots.release()
                 message = f"Operation {op.name} has invalid references: {', '.join(problems)}"
                 outcome = Failed([diagnostic(message, self._clock.now_ms())])
-                self._send.send_nowait(_Finished(op.name, op.attempt, outcome))
+                self._post(Finished(op.name, op.attempt, outcome))
             else:
-                tg.start_soon(self._run_operation, op.name, op.attempt, invocation, name=op.name)
+                self._tasks.start(invocation)
 
     def _invocation(self, op: OperationState) -> tuple[list[str], Invocation]:
-        resolution = resolve(op.spec.payload, self._context(op.name))
+        resolution = resolve(op.spec.payload, _Context(self._state, op.name))
         problems = [*resolution.missing, *resolution.invalid]
         agenda = self._state.agenda
         invocation = Invocation(
@@ -368,71 +359,57 @@ class AgendaExecution:
         )
         return problems, invocation
 
-    def _context(self, name: str) -> dict[str, Any]:
-        context: dict[str, Any] = {
-            output_name(n): {} if result is None else result
-            for n, result in self._state.outputs().items()
-        }
-        context[AGENDA_ID_TOKEN] = self._state.agenda_id
-        context[OPERATION_NAME_TOKEN] = name
-        return context
-
     def _prior_progress(self, op: OperationState) -> dict[str, Any] | None:
         """The OperationProgress an earlier dispatch left (``LAST_PROGRESS``), if any."""
         if op.name not in self._started_before:
             return None
-        if self._view is None:
-            self._view = fold_all(self._history)
+        if self._view is None and self._history is not None:
+            self._view, self._history = fold_all(self._history), None
         prior = self._view.operations.get(op.name) if self._view else None
         if prior is None:
             return None
         encoded: dict[str, Any] = msgspec.to_builtins(prior)
         return encoded
 
-    async def _run_operation(self, name: str, attempt: int, invocation: Invocation) -> None:
-        async def report(progress: ProgressReport) -> None:
-            self._send.send_nowait(_Progressed(name, attempt, progress))
-
-        try:
-            outcome = await self._runner.run(invocation, report)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            log.exception("operation %s of agenda %s raised", name, invocation.agenda_id)
-            outcome = Failed(
-                [
-                    diagnostic(
-                        f"Failed to execute operation: {name}", self._clock.now_ms(), error=exc
-                    )
-                ]
-            )
-        finally:
-            self._slots.release()
-        self._send.send_nowait(_Finished(name, attempt, outcome))
-
     # --- waiting ---------------------------------------------------------------------------
 
+    def _post(self, message: Message) -> None:
+        self._inbox.append(message)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
     async def _receive(self) -> None:
-        timeout = self._progress_due_in()
-        with anyio.move_on_after(timeout):
-            self._handle(await self._inbox.receive())
-        while True:
-            try:
-                self._handle(self._inbox.receive_nowait())
-            except anyio.WouldBlock:
-                break
+        if not self._inbox:
+            await self._wait_for_message(self._progress_due_in())
+        messages, self._inbox = self._inbox, []
+        crashed = [m.error for m in messages if isinstance(m, Crashed)]
+        for message in messages:
+            self._handle(message)
+        if crashed:
+            raise crashed[0]  # after the batch, so that no slot granted in it is lost
         if self._progress and self._progress_due_in() <= 0:
             self._record_progress()
 
-    def _handle(self, message: _Message) -> None:
-        if isinstance(message, _Finished):
+    async def _wait_for_message(self, timeout: float) -> None:
+        self._wakeup = asyncio.get_running_loop().create_future()
+        try:
+            if timeout == math.inf:
+                await self._wakeup
+            else:
+                with anyio.move_on_after(timeout):
+                    await self._wakeup
+        finally:
+            self._wakeup = None
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, Finished):
             self._progress.pop(message.name, None)
             self._apply(
                 RecordOutcome(message.name, message.attempt, self._dispatch, message.outcome)
             )
-        elif isinstance(message, _Progressed):
+        elif isinstance(message, Progressed):
             self._progress[message.name] = message
-        else:
+        elif isinstance(message, SlotGranted):
             self._waiting_for_slot = False
             self._credits += 1
 
@@ -447,3 +424,33 @@ class AgendaExecution:
         self._progress_flushed_at = self._clock.monotonic()
         for p in reports.values():
             self._apply(ReportProgress(p.name, p.attempt, self._dispatch, p.report))
+
+
+class _Context(Mapping[str, JSON]):
+    """What references resolve against: ``<op>.out`` for each succeeded operation (its
+    result, ``{}`` when it returned nothing) and the tokens. Looked up by name on demand, so
+    a payload without references costs no copy of every output."""
+
+    __slots__ = ("_name", "_state")
+
+    def __init__(self, state: AgendaState, name: str) -> None:
+        self._state = state
+        self._name = name
+
+    def __getitem__(self, key: str) -> JSON:
+        if key == AGENDA_ID_TOKEN:
+            return self._state.agenda_id
+        if key == OPERATION_NAME_TOKEN:
+            return self._name
+        operation = referenced_operation(key)
+        op = self._state.operations.get(operation) if operation is not None else None
+        if op is None or op.status is not OperationStatus.SUCCEEDED:
+            raise KeyError(key)
+        return {} if op.result is None else op.result
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (output_name(op.name) for op in self._state.in_status(OperationStatus.SUCCEEDED))
+        yield from (AGENDA_ID_TOKEN, OPERATION_NAME_TOKEN)
+
+    def __len__(self) -> int:
+        return len(self._state.in_status(OperationStatus.SUCCEEDED)) + 2

@@ -52,6 +52,8 @@ OUTPUT_SUFFIX: Final = ".out"
 
 _REFERENCE: Final = re.compile(r"@<(?P<name>.+?)(?:::(?P<path>.+?))?>")
 """POP's lazy pattern ``(@<(?<reference>.+?)(::(?<path>.+?))?>)``."""
+_OPENING: Final = "@<"
+"""What every reference starts with: a string without it is skipped without the pattern."""
 
 _ARRAY_INDEX: Final = re.compile(r"0|[1-9][0-9]*")
 _BAD_ESCAPE: Final = re.compile(r"~(?![01])")
@@ -113,7 +115,12 @@ def reference_text(name: str, path: str | None = None) -> str:
 
 def find_references(value: JSON) -> list[Reference]:
     """Every reference in every string of ``value``, in document order (keys excluded)."""
-    return [_reference(match) for text in _strings(value) for match in _REFERENCE.finditer(text)]
+    return [
+        _reference(match)
+        for text in _strings(value)
+        if _OPENING in text
+        for match in _REFERENCE.finditer(text)
+    ]
 
 
 def resolve(value: JSON, context: Mapping[str, JSON]) -> Resolution:
@@ -221,6 +228,8 @@ class _Resolver:
         self.invalid: dict[str, None] = {}
 
     def string(self, text: str) -> JSON:
+        if _OPENING not in text:
+            return text
         first = _REFERENCE.search(text)
         if first is None:
             return text

@@ -296,6 +296,43 @@ async def test_a_late_outcome_after_losing_the_lease_is_recorded_as_ignored(
     assert not any(isinstance(e, OperationSucceeded) for e in history)
 
 
+async def test_losing_the_lease_cancels_the_operations_still_running(
+    recorder: Recorder,
+) -> None:
+    finish_quick = anyio.Event()
+    cancelled: list[str] = []
+
+    async def quick(ctx: HandlerContext) -> Any:
+        await finish_quick.wait()
+        return "late"
+
+    async def hold(ctx: HandlerContext) -> Any:
+        try:
+            return await recorder.hold(ctx)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(ctx.operation.name)
+            raise
+
+    handlers = {"quick": quick, "hold": hold}
+    async with open_engine(settings(), handlers=handlers, claim=False) as engine:
+        submission = await engine.start(
+            ops({"name": "q", "type": "quick"}, {"name": "h", "type": "hold"})
+        )
+        await _until(lambda: recorder.running == 1)
+        state = await engine.state_at(submission.agenda_id)
+        events = decide(state, Reclaim(state.dispatch, "test: presumed dead"), 0)
+        stream = agenda_stream(submission.agenda_id)
+        await engine.storage.events.append([AppendRequest(stream, state.version, events)])
+        finish_quick.set()  # its outcome conflicts: the execution learns the lease is gone
+        await _until(lambda: engine.worker.in_flight == 0)
+        assert cancelled == ["h"]
+        assert recorder.running == 0
+        history = [e.event for e in await engine.history(submission.agenda_id)]
+    assert isinstance(history[-1], OperationOutcomeIgnored)
+    assert history[-1].operation == "q"
+    assert not any(isinstance(e, OperationSucceeded) for e in history)
+
+
 async def test_stopping_hands_in_flight_agendas_back_and_another_worker_resumes(
     recorder: Recorder,
 ) -> None:
@@ -325,6 +362,7 @@ async def test_stopping_hands_in_flight_agendas_back_and_another_worker_resumes(
         assert isinstance(handed_back[-1], AgendaReclaimed)
         assert "stopped" in handed_back[-1].reason
 
+        assert recorder.running == 0  # the held operation was cancelled before the hand-back
         recorder.release.set()
         async with open_engine(settings(), handlers=handlers, storage=storage) as second:
             progress = await second.wait(submission.agenda_id, timeout=5)
