@@ -22,6 +22,7 @@ from popflow.engine.queue import (
     ClaimedAgenda,
     ExpiredLease,
     InsightQueue,
+    Opening,
     WorkerInfo,
     dispatch_request,
 )
@@ -125,6 +126,7 @@ class MemoryWorkQueue:
         *,
         insights: Sequence[str] | None = None,
         resource_pool: str | None = None,
+        opening: Opening | None = None,
     ) -> list[ClaimedAgenda]:
         async with self._store.lock:
             source = _MemoryClaimSource(self, insights, resource_pool)
@@ -132,7 +134,7 @@ class MemoryWorkQueue:
             for reservation in await plan_claim(source, limit):
                 for entry in reservation.candidates[: reservation.quota]:
                     history = await self._store.read_stream(entry.stream_id)
-                    planned = dispatch_request(entry.stream_id, history, worker_id)
+                    planned = dispatch_request(entry.stream_id, history, worker_id, opening)
                     if planned is None:
                         continue
                     [result] = self._store.append_locked([planned[0]])

@@ -28,6 +28,7 @@ from popflow.engine.queue import (
     ClaimedAgenda,
     ExpiredLease,
     InsightQueue,
+    Opening,
     WorkerInfo,
     dispatch_request,
 )
@@ -81,6 +82,7 @@ class PostgresWorkQueue:
         *,
         insights: Sequence[str] | None = None,
         resource_pool: str | None = None,
+        opening: Opening | None = None,
     ) -> list[ClaimedAgenda]:
         async with self._store.transaction() as tx:
             source = _PostgresClaimSource(tx.conn, insights, resource_pool)
@@ -90,7 +92,7 @@ class PostgresWorkQueue:
             planned = [
                 plan
                 for stream_id, history in histories.items()
-                if (plan := dispatch_request(stream_id, history, worker_id))
+                if (plan := dispatch_request(stream_id, history, worker_id, opening))
             ]
             outcomes = await tx.append_recorded([request for request, _ in planned])
         return [

@@ -7,6 +7,12 @@ while the worker that holds it keeps heartbeating; the reclaimer turns leases of
 workers into ``agenda.reclaimed`` events, which put the agendas back in line, and the next
 claimer resumes them from their history.
 
+A claim may also *open* each agenda it takes: the claimer passes an :data:`Opening`, which
+turns the dispatched state into the events that begin its execution (``agenda.started``
+and the first operations' starts), appended in the same request. The first operations
+then start as soon as the claim commits, one durable commit earlier than if the
+execution recorded their start itself.
+
 Which agendas a claim takes is up to each insight's scheduling algorithm and queue size
 (:mod:`popflow.engine.scheduling`). Claiming returns each agenda's full history, read in
 the claim's transaction: the worker starts executing without another round trip.
@@ -18,20 +24,30 @@ them nothing to claim, and a claim for each would cost a transaction that finds 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
 import msgspec
 
 from popflow.engine.decide import Dispatch, decide
-from popflow.engine.state import AgendaState, AgendaStatus, replay
+from popflow.engine.state import AgendaState, AgendaStatus, evolve, replay
 from popflow.events.store import AppendRequest, RecordedEvent
+from popflow.events.vocabulary import Event
 from popflow.projections.queue import QueueEntry
 
 EXTERNAL_WORKER_PREFIX = "external:"
 """Identities of external executors (one per agenda handed out, popflow.engine.external)
 start with this: such an identity is done with once its agenda is reclaimed."""
+
+
+Opening = Callable[[AgendaState], list[Event]]
+"""What a claimer appends after an agenda's dispatch, in the claim's request: given the
+agenda as dispatched (to the claimer), the events that open its execution (none, to leave
+it dispatched). Called once per agenda the claim attempts, inside the claim; the claim may
+still not take that agenda (a concurrent claim got it first), and the claimer must be
+ready for that: whatever an opening reserves for an agenda that is not returned is its
+own to give back."""
 
 
 class ClaimedAgenda(msgspec.Struct, frozen=True):
@@ -89,10 +105,11 @@ class WorkQueue(Protocol):
         *,
         insights: Sequence[str] | None = None,
         resource_pool: str | None = None,
+        opening: Opening | None = None,
     ) -> list[ClaimedAgenda]:
         """Dispatch up to ``limit`` ready agendas to the worker, as the scheduling
         algorithms of their insights say: agendas of ``insights`` (None: any) of
-        ``resource_pool`` (None: any)."""
+        ``resource_pool`` (None: any); each opened by ``opening`` in the same append."""
         ...
 
     def ready_mark(self) -> int:
@@ -124,11 +141,20 @@ class WorkQueue(Protocol):
 
 
 def dispatch_request(
-    stream_id: str, history: Sequence[RecordedEvent], worker_id: str
+    stream_id: str,
+    history: Sequence[RecordedEvent],
+    worker_id: str,
+    opening: Opening | None = None,
 ) -> tuple[AppendRequest, AgendaState] | None:
-    """The append that dispatches a ready agenda to ``worker_id``; None if it is not ready."""
+    """The append that dispatches a ready agenda to ``worker_id`` (and opens it, with
+    ``opening``); None if it is not ready."""
     state = replay(e.event for e in history)
     if state is None or state.status is not AgendaStatus.READY:
         return None
     events = decide(state, Dispatch(worker_id), now_ms=0)
+    if opening is not None:
+        dispatched = state
+        for event in events:
+            dispatched = evolve(dispatched, event)
+        events = [*events, *opening(dispatched)]
     return AppendRequest(stream_id, state.version, events), state

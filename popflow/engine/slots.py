@@ -21,6 +21,11 @@ class OperationSlots:
         self._free = size
         self._waiters: deque[Callable[[], None]] = deque()
 
+    @property
+    def free(self) -> int:
+        """Slots nobody holds."""
+        return self._free
+
     def try_acquire(self) -> bool:
         if self._free and not self._waiters:
             self._free -= 1

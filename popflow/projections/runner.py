@@ -5,6 +5,12 @@ agendas it touches (:func:`popflow.projections.progress.fold`) and saves the row
 changed and the checkpoint in one transaction. Between its batches it keeps the views of
 the agendas in flight, as long as no other runner has moved the checkpoint. It wakes up on
 append notifications and polls as a fallback, so a lost notification costs latency only.
+
+After a notification it lets the log *settle* for a moment (``settle``, 10 ms by default)
+before it reads: the appends that follow a submission (the claim, the operations' starts)
+commit without the projection's own transaction competing with them for the server and
+the WAL flush, and the batch folds them all at once. Nobody waits for that moment:
+:meth:`ProjectionRunner.wait_for` cuts it short.
 Several runners (one per process) may follow the same database: batches take the
 projection's lock, so they take turns.
 
@@ -41,13 +47,18 @@ class ProjectionRunner:
         *,
         batch_size: int = 2000,
         poll_interval: float = 1.0,
+        settle: float = 0.01,
     ) -> None:
         self._events = events
         self._store = store
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._settle = settle
         self._position = 0
         self._advanced = anyio.Event()
+        self._wanted = anyio.Event()
+        """Set while someone waits in :meth:`wait_for` (``_waiting`` of them): no settling."""
+        self._waiting = 0
         self._followed = _Followed()
 
     @property
@@ -66,6 +77,13 @@ class ProjectionRunner:
             except InfrastructureError as exc:
                 log.warning("progress projection paused: %s", exc)
             await self._events.wait_for_append(self._position, self._poll_interval)
+            await self._settle_down()
+
+    async def _settle_down(self) -> None:
+        """Give the appends in progress ``settle`` seconds, unless someone waits for us."""
+        if self._settle > 0 and not self._wanted.is_set():
+            with anyio.move_on_after(self._settle):
+                await self._wanted.wait()
 
     async def catch_up(self) -> int:
         """Apply every event up to the current head; returns how many were applied."""
@@ -104,6 +122,18 @@ class ProjectionRunner:
 
     async def wait_for(self, position: int, timeout: float = 10.0) -> None:
         """Return once the rows reflect every event up to ``position``."""
+        if self._position >= position:
+            return
+        self._waiting += 1
+        self._wanted.set()
+        try:
+            await self._wait_until(position, timeout)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._wanted = anyio.Event()
+
+    async def _wait_until(self, position: int, timeout: float) -> None:
         with anyio.fail_after(timeout):
             while self._position < position:
                 self._note(await self._store.checkpoint())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import cast
 
+import anyio
 import pytest
 
 from popflow.bootstrap import Storage
@@ -86,6 +87,21 @@ async def test_runners_taking_turns_never_fold_into_views_gone_stale(storage: St
     assert [o.processing_state for o in live.operation_progress or []] == ["COMPLETE", "EXECUTING"]
     await runners[0].rebuild()
     assert await storage.progress.agenda_progress("x") == live
+
+
+async def test_the_runner_lets_appends_settle_unless_someone_waits(storage: Storage) -> None:
+    runner = ProjectionRunner(storage.events, storage.progress, poll_interval=0.05, settle=60.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await record(storage, "x", "job-1", finish=True)
+        head = await storage.events.head()
+        await anyio.sleep(0.3)  # woken (or polled) by now, and settling
+        assert await storage.progress.checkpoint() == 0
+        with anyio.fail_after(5):
+            await runner.wait_for(head)  # cuts the settling short
+        assert await storage.progress.checkpoint() == head
+        assert await storage.progress.agenda_progress("x") is not None
+        tg.cancel_scope.cancel()
 
 
 class CountingReads:
