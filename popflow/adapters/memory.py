@@ -15,10 +15,8 @@ handlers did. Either way the worker carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any
-
-import anyio
 
 from popflow.engine.clock import Clock, SystemClock
 from popflow.engine.runner import (
@@ -49,17 +47,23 @@ class HandlerError(Exception):
 class HandlerContext:
     """What a handler gets: its input, who it runs for, and a way to report progress.
 
-    One exists per running operation, so it is kept small: slots, and the logger adapter
-    made only when a handler logs."""
+    One exists per running operation, so it is kept small: slots, and the resume data and
+    the logger adapter made only when a handler uses them."""
 
-    __slots__ = ("_invocation", "_log", "_report", "params")
+    __slots__ = ("_invocation", "_log", "_params", "_report")
 
     def __init__(self, invocation: Invocation, report: ProgressCallback) -> None:
         self._invocation = invocation
         self._report = report
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
-        self.params: Params = {}
+        self._params: Params | None = None
+
+    @property
+    def params(self) -> Params:
         """Resume data to store on the OperationProgress (merged into its ``params``)."""
+        if self._params is None:
+            self._params = {}
+        return self._params
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -136,23 +140,107 @@ class MemoryRunner:
     def known_types(self) -> Sequence[str]:
         return sorted(self._handlers)
 
-    async def run(self, invocation: Invocation, report: ProgressCallback) -> Outcome:
-        name = invocation.operation.name
+    def run(self, invocation: Invocation, report: ProgressCallback) -> Coroutine[Any, Any, Outcome]:
+        """The handler's own coroutine, dressed as one that returns the outcome (see
+        :class:`_HandlerCall`)."""
         handler = self._handlers.get(invocation.operation.type)
         if handler is None:
-            return unknown_type(invocation, self._clock.now_ms())
+            return self._concluded(unknown_type(invocation, self._clock.now_ms()))
         context = HandlerContext(invocation, report)
         try:
-            result = await handler(context)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except HandlerError as exc:
-            event = diagnostic(exc.message, self._clock.now_ms(), payload=exc.payload)
-            return Failed([event], params=context.params or None)
+            awaitable = handler(context)
         except Exception as exc:  # noqa: BLE001 - a failing handler fails its operation only
-            message = f"Resident execution failed for operation: {name}: {exc}"
-            return Failed(
-                [diagnostic(message, self._clock.now_ms(), error=exc)],
-                params=context.params or None,
-            )
-        return Succeeded(result, params=context.params or None)
+            return self._concluded(self._raised(context, exc))
+        if not isinstance(awaitable, Coroutine):
+            awaitable = _awaited(awaitable)
+        return _HandlerCall(awaitable, context, self)
+
+    @staticmethod
+    async def _concluded(outcome: Outcome) -> Outcome:
+        return outcome
+
+    def _succeeded(self, context: HandlerContext, result: JSON) -> Succeeded:
+        return Succeeded(result, params=context._params or None)
+
+    def _raised(self, context: HandlerContext, exc: Exception) -> Failed:
+        """The outcome of a handler that raised ``exc``."""
+        params = context._params or None
+        if isinstance(exc, HandlerError):
+            event = diagnostic(exc.message, self._clock.now_ms(), payload=exc.payload)
+            return Failed([event], params=params)
+        name = context.operation.name
+        message = f"Resident execution failed for operation: {name}: {exc}"
+        return Failed([diagnostic(message, self._clock.now_ms(), error=exc)], params=params)
+
+
+async def _awaited(awaitable: Awaitable[JSON]) -> JSON:
+    return await awaitable
+
+
+class _HandlerCall(Coroutine[Any, Any, Outcome]):
+    """A handler's coroutine that ends with the operation's outcome instead of the handler's
+    result or exception.
+
+    A worker holds one running operation per in-flight handler, often tens of thousands:
+    the task of each runs the handler's coroutine through this small object rather than
+    through a wrapping ``async def``, whose suspended frame would cost several times as
+    much. Every step is passed to the handler's coroutine as is; when it returns or raises
+    an :class:`Exception`, the call returns the outcome instead. A cancellation, and any
+    ``BaseException`` that is not an ``Exception``, goes through untouched.
+    """
+
+    __slots__ = ("_context", "_coroutine", "_runner")
+
+    def __init__(
+        self, coroutine: Coroutine[Any, Any, JSON], context: HandlerContext, runner: MemoryRunner
+    ) -> None:
+        self._coroutine = coroutine
+        self._context = context
+        self._runner = runner
+
+    def send(self, value: Any) -> Any:
+        try:
+            return self._coroutine.send(value)
+        except Exception as exc:  # noqa: BLE001 - a failing handler fails its operation only
+            raise StopIteration(self._outcome(exc)) from None
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        try:
+            if val is None and tb is None:
+                return self._coroutine.throw(typ)
+            return self._coroutine.throw(typ, val, tb)  # pragma: no cover - the old form
+        except Exception as exc:  # noqa: BLE001 - a failing handler fails its operation only
+            raise StopIteration(self._outcome(exc)) from None
+
+    def _outcome(self, ended: Exception) -> Outcome:
+        """What the handler's coroutine ending with ``ended`` (its return, as
+        ``StopIteration``, or what it raised) makes of the operation."""
+        if isinstance(ended, StopIteration):
+            return self._runner._succeeded(self._context, ended.value)
+        return self._runner._raised(self._context, ended)
+
+    def close(self) -> None:
+        self._coroutine.close()
+
+    def __await__(self) -> Generator[Any, None, Outcome]:
+        return self  # type: ignore[return-value]  # an iterator with send and throw
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    # What debuggers and task introspection (inspect.getcoroutinestate) read.
+    @property
+    def cr_frame(self) -> Any:
+        return getattr(self._coroutine, "cr_frame", None)
+
+    @property
+    def cr_running(self) -> bool:
+        return bool(getattr(self._coroutine, "cr_running", False))
+
+    @property
+    def cr_suspended(self) -> bool:
+        return bool(getattr(self._coroutine, "cr_suspended", False))
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self._coroutine, "cr_await", None)

@@ -76,7 +76,7 @@ from popflow.engine.state import (
 )
 from popflow.errors import InvalidTransition
 from popflow.events.store import Appended, AppendRequest, AppendResult, EventStore, RecordedEvent
-from popflow.events.vocabulary import JSON, Event, OperationStarted
+from popflow.events.vocabulary import JSON, AgendaDispatched, Event, OperationStarted
 from popflow.projections.progress import ProgressView, fold_all
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,35 @@ class ExecutorSettings:
 
 
 _SLOT_GRANTED = SlotGranted()
+_NONE_STARTED: frozenset[str] = frozenset()
+"""What most executions start from: no operation an earlier dispatch started (shared)."""
+
+
+def opening(
+    state: AgendaState, settings: ExecutorSettings, slots: OperationSlots, now_ms: int
+) -> tuple[list[Event], int]:
+    """The events that open the execution of ``state``, an agenda just dispatched:
+    ``agenda.started`` and the start of every operation that may start now, as the first
+    turn of an :class:`AgendaExecution` would record them (up to
+    ``max_parallel_operations`` and the worker's free slots, which it takes); and how many
+    slots it took. A claim appends them with the dispatch (:data:`popflow.engine.queue.Opening`);
+    the execution then receives the slots (``reserved``) and launches those operations
+    at once."""
+    if state.status is not AgendaStatus.DISPATCHED:
+        return [], 0
+    events = decide(state, Start(state.dispatch), now_ms)
+    for event in events:
+        state = evolve(state, event)
+    taken = 0
+    for name in startable(state):
+        if taken >= settings.max_parallel_operations or not slots.try_acquire():
+            break
+        taken += 1
+        started = decide(state, StartOperation(name, state.dispatch), now_ms)
+        for event in started:
+            state = evolve(state, event)
+        events.extend(started)
+    return events, taken
 
 
 class LeaseLost(Exception):
@@ -113,17 +142,27 @@ class AgendaExecution:
         slots: OperationSlots,
         clock: Clock,
         settings: ExecutorSettings,
+        reserved: int = 0,
     ) -> None:
+        """``reserved``: worker slots already taken for operations whose start the history
+        records under the current dispatch (by the claim's :func:`opening`), launched on
+        the first turn."""
         state = replay(e.event for e in history)
         if state is None:
             raise InvalidTransition("cannot execute an empty history")
         self._state = self._tentative = state
         self._stream = history[0].stream_id
-        self._started_before = {
-            e.event.operation for e in history if isinstance(e.event, OperationStarted)
-        }
-        self._history = history if self._started_before else None
-        """The history as claimed, kept only when a resumed operation may need its progress."""
+        self._started_before = (
+            frozenset(
+                e.event.operation
+                for e in history
+                if isinstance(e.event, OperationStarted) and e.event.dispatch < state.dispatch
+            )
+            or _NONE_STARTED
+        )
+        self._history = _before_dispatch(history) if self._started_before else None
+        """The history up to the current dispatch, kept only when a resumed operation may
+        need the progress an earlier dispatch left."""
         self._view: ProgressView | None = None
         """The progress as claimed, folded only when a resumed operation needs it."""
         self._dispatch = state.dispatch
@@ -137,7 +176,7 @@ class AgendaExecution:
         self._pending: list[Event] = []
         self._running: dict[str, int] = {}
         self._credits = 0
-        self._reserved = 0
+        self._reserved = reserved
         self._waiting_for_slot = False
         self._progress: dict[str, Progressed] = {}
         self._progress_flushed_at = -math.inf
@@ -152,6 +191,10 @@ class AgendaExecution:
     def state(self) -> AgendaState:
         return self._state
 
+    @property
+    def stream_id(self) -> str:
+        return self._stream
+
     async def run(self) -> AgendaState:
         """Execute until the agenda completes; returns its final state."""
         if not (
@@ -162,7 +205,14 @@ class AgendaExecution:
             )
         try:
             try:
-                await self._loop()
+                if self._state.status is AgendaStatus.DISPATCHED:
+                    self._apply(Start(self._dispatch))
+                # Between turns the execution waits on a bare future: no coroutine of its
+                # own stays suspended (a worker holds thousands of executions).
+                while await self._turn():
+                    if not self._inbox:
+                        await self._next_message(self._progress_due_in())
+                    self._receive()
             finally:
                 await self._tasks.stop()
         except anyio.get_cancelled_exc_class():
@@ -173,17 +223,13 @@ class AgendaExecution:
             self._release_slots()
         return self._state
 
-    async def _loop(self) -> None:
-        if self._state.status is AgendaStatus.DISPATCHED:
-            self._apply(Start(self._dispatch))
-        while True:
-            self._plan()
-            if not await self._flush():
-                return
-            self._launch()
-            if self._state.status.is_final:
-                return
-            await self._receive()
+    async def _turn(self) -> bool:
+        """Plan, record and launch; False once the agenda is final or the lease is lost."""
+        self._plan()
+        if not await self._flush():
+            return False
+        self._launch()
+        return not self._state.status.is_final
 
     # --- planning --------------------------------------------------------------------------
 
@@ -375,12 +421,20 @@ class AgendaExecution:
 
     def _post(self, message: Message) -> None:
         self._inbox.append(message)
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        if self._wakeup is not None:
+            _wake(self._wakeup)
 
-    async def _receive(self) -> None:
-        if not self._inbox:
-            await self._wait_for_message(self._progress_due_in())
+    def _next_message(self, timeout: float) -> asyncio.Future[None]:
+        """A future that a posted message completes, or the end of ``timeout``."""
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup = loop.create_future()
+        if timeout != math.inf:
+            timer = loop.call_later(timeout, _wake, wakeup)
+            wakeup.add_done_callback(lambda _: timer.cancel())
+        return wakeup
+
+    def _receive(self) -> None:
+        self._wakeup = None
         messages, self._inbox = self._inbox, []
         crashed = [m.error for m in messages if isinstance(m, Crashed)]
         for message in messages:
@@ -389,17 +443,6 @@ class AgendaExecution:
             raise crashed[0]  # after the batch, so that no slot granted in it is lost
         if self._progress and self._progress_due_in() <= 0:
             self._record_progress()
-
-    async def _wait_for_message(self, timeout: float) -> None:
-        self._wakeup = asyncio.get_running_loop().create_future()
-        try:
-            if timeout == math.inf:
-                await self._wakeup
-            else:
-                with anyio.move_on_after(timeout):
-                    await self._wakeup
-        finally:
-            self._wakeup = None
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, Finished):
@@ -424,6 +467,20 @@ class AgendaExecution:
         self._progress_flushed_at = self._clock.monotonic()
         for p in reports.values():
             self._apply(ReportProgress(p.name, p.attempt, self._dispatch, p.report))
+
+
+def _wake(wakeup: asyncio.Future[None]) -> None:
+    if not wakeup.done():
+        wakeup.set_result(None)
+
+
+def _before_dispatch(history: list[RecordedEvent]) -> list[RecordedEvent]:
+    """``history`` up to its last ``agenda.dispatched`` (the current dispatch), without
+    what the claim's opening recorded after it."""
+    for index in range(len(history) - 1, -1, -1):
+        if isinstance(history[index].event, AgendaDispatched):
+            return history[: index + 1]
+    return history
 
 
 class _Context(Mapping[str, JSON]):

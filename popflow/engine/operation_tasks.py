@@ -22,6 +22,7 @@ A task releases its worker-wide slot when it ends, whichever way.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -89,7 +90,17 @@ class _Attempt:
 class OperationTasks:
     """Starts operations through the runner and posts what becomes of them."""
 
-    __slots__ = ("_agenda_id", "_clock", "_post", "_runner", "_slots", "_stopping", "_tasks")
+    __slots__ = (
+        "_agenda_id",
+        "_callback_context",
+        "_clock",
+        "_ended_callback",
+        "_post",
+        "_runner",
+        "_slots",
+        "_stopping",
+        "_tasks",
+    )
 
     def __init__(
         self,
@@ -107,6 +118,11 @@ class OperationTasks:
         self._clock = clock
         self._tasks: dict[asyncio.Task[Outcome], _Attempt] = {}
         self._stopping = False
+        # One bound method and one context for the end of every task, rather than a new
+        # pair per task (``add_done_callback`` copies the current context unless given one):
+        # :meth:`_ended` reads no context variable.
+        self._ended_callback = self._ended
+        self._callback_context = contextvars.copy_context()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -118,7 +134,7 @@ class OperationTasks:
         coroutine = self._runner.run(invocation, attempt)
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks[task] = attempt
-        task.add_done_callback(self._ended)
+        task.add_done_callback(self._ended_callback, context=self._callback_context)
 
     async def stop(self) -> None:
         """Cancel the attempts still running and wait until every one has ended."""

@@ -21,6 +21,7 @@ then cancels the rest, which hand their agendas back (shielded) before the worke
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -33,13 +34,20 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from popflow.engine.clock import Clock
-from popflow.engine.executor import AgendaExecution, Append, ExecutorSettings, LeaseLost
+from popflow.engine.executor import (
+    AgendaExecution,
+    Append,
+    ExecutorSettings,
+    LeaseLost,
+    opening,
+)
 from popflow.engine.queue import ClaimedAgenda, WorkerInfo, WorkQueue
 from popflow.engine.runner import OperationRunner
 from popflow.engine.slots import OperationSlots
 from popflow.engine.state import AgendaState
 from popflow.errors import InfrastructureError
 from popflow.events.store import EventStore, RecordedEvent
+from popflow.events.vocabulary import Event
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,8 @@ class Worker:
         self._executions: set[anyio.CancelScope] = set()
         self._starting = 0
         """Agendas claimed whose execution has not started yet (they count as in flight)."""
+        self._opened: dict[str, int] = {}
+        """Slots taken by the claims' openings, by stream, until the executions take them."""
         self._room = anyio.Event()
         self._stopping = anyio.Event()
         self._registered = False
@@ -148,15 +158,20 @@ class Worker:
 
     async def execute(self, history: list[RecordedEvent]) -> AgendaState:
         """Run one agenda already dispatched to this worker to its end (or hand it back)."""
+        execution = self._execution(history)
+        del history  # replayed: the execution keeps what it needs of it
+        return await self._run(execution)
+
+    async def _run(self, execution: AgendaExecution) -> AgendaState:
         with anyio.CancelScope() as scope:
             self._executions.add(scope)
             try:
-                return await self._execution(history).run()
+                return await execution.run()
             finally:
                 self._executions.discard(scope)
                 self.finished += 1
                 self._room.set()
-        raise LeaseLost(f"{history[0].stream_id}: execution cancelled (leases presumed lost)")
+        raise LeaseLost(f"{execution.stream_id}: execution cancelled (leases presumed lost)")
 
     def _execution(self, history: list[RecordedEvent]) -> AgendaExecution:
         return AgendaExecution(
@@ -168,6 +183,7 @@ class Worker:
             slots=self._slots,
             clock=self._clock,
             settings=self.settings.executor,
+            reserved=self._opened.pop(history[0].stream_id, 0),
         )
 
     # --- claiming --------------------------------------------------------------------------
@@ -190,8 +206,8 @@ class Worker:
             if claimed:
                 log.debug("claimed %d agendas", len(claimed))
             self._starting += len(claimed)
-            for agenda in claimed:
-                tg.start_soon(self._run_claimed, agenda, name=f"popflow-agenda-{agenda.agenda_id}")
+            if claimed:
+                tg.start_soon(self._run_claimed, claimed, name="popflow-claimed-agendas")
             empty_claims = 0 if claimed else empty_claims + 1
             found_nothing_at = anyio.current_time()
             if len(claimed) < wanted:
@@ -205,19 +221,40 @@ class Worker:
         return max(1, min(self.settings.claim_batch, self.settings.max_agendas) // 4)
 
     async def _claim(self, limit: int) -> Sequence[ClaimedAgenda]:
+        """Claim and open up to ``limit`` agendas. Their executions get the slots the
+        openings took (:meth:`_execution`); the slots of agendas the claim did not take
+        in the end go back at once."""
+        opened: dict[str, int] = {}
+
+        def open_agenda(state: AgendaState) -> list[Event]:
+            events, taken = opening(
+                state, self.settings.executor, self._slots, self._clock.now_ms()
+            )
+            for _ in range(opened.pop(state.agenda_id, 0)):  # attempted twice: once counts
+                self._slots.release()
+            opened[state.agenda_id] = taken
+            return events
+
+        claimed: Sequence[ClaimedAgenda] = []
         # A claim is a short transaction: let it finish rather than abandon it half-way
         # on shutdown (bounded, in case the database hangs).
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _TRANSACTION_GRACE):
             try:
-                return await self._queue.claim(
+                claimed = await self._queue.claim(
                     self.worker_id,
                     limit,
                     insights=self.settings.insights,
                     resource_pool=self.settings.resource_pool,
+                    opening=open_agenda,
                 )
             except InfrastructureError as exc:
                 log.warning("claim failed, retrying: %s", exc)
-        return []
+        for agenda in claimed:
+            self._opened[agenda.history[0].stream_id] = opened.pop(agenda.agenda_id, 0)
+        for taken in opened.values():
+            for _ in range(taken):
+                self._slots.release()
+        return claimed
 
     async def _wait_for_room(self) -> None:
         """Until an agenda finishes (it sets ``_room``), the worker stops, or the poll
@@ -246,16 +283,54 @@ class Worker:
                 for wait in (waiter, self._stopping.wait):
                     race.start_soon(_then_cancel, wait, race.cancel_scope)
 
-    async def _run_claimed(self, agenda: ClaimedAgenda) -> None:
-        self._starting -= 1  # execute() registers the execution before it first yields
+    async def _run_claimed(self, claimed: Sequence[ClaimedAgenda]) -> None:
+        """Execute the agendas of one claim, each in a plain asyncio task supervised here:
+        a worker holds thousands of agendas, and an anyio task costs about 2.5 KB more
+        than an asyncio one. This task ends once every one of them has ended; cancelled
+        (the worker's task group stopping), it cancels those still running and waits,
+        shielded, while they hand their agendas back. A ``BaseException`` other than a
+        cancel is raised here, as the task group would have raised it."""
+
+        async def run(agenda: ClaimedAgenda) -> None:
+            self._starting -= 1  # _run() registers the execution before it first yields
+            agenda_id = agenda.agenda_id
+            try:
+                execution = self._execution(agenda.history)
+                del agenda  # the claimed history: the execution keeps what it needs of it
+                await self._run(execution)
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+            except InfrastructureError as exc:
+                log.warning("agenda %s interrupted, its lease will expire: %s", agenda_id, exc)
+            except Exception:
+                log.exception("agenda %s failed inside the worker", agenda_id)
+
+        def on_end(task: asyncio.Task[None]) -> None:
+            remaining.discard(task)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                crashes.append(error)
+            if (crashes or not remaining) and not ended.done():
+                ended.set_result(None)
+
+        crashes: list[BaseException] = []
+        ended = asyncio.get_running_loop().create_future()
+        remaining = {
+            asyncio.create_task(run(a), name=f"popflow-agenda-{a.agenda_id}") for a in claimed
+        }
+        del claimed  # each history is the business of its own task
+        for task in remaining:
+            task.add_done_callback(on_end)
         try:
-            await self.execute(agenda.history)
-        except LeaseLost as exc:
-            log.warning("%s", exc)
-        except InfrastructureError as exc:
-            log.warning("agenda %s interrupted, its lease will expire: %s", agenda.agenda_id, exc)
-        except Exception:
-            log.exception("agenda %s failed inside the worker", agenda.agenda_id)
+            if remaining:
+                await ended
+        finally:
+            for task in remaining:
+                task.cancel()
+            if remaining:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait(remaining)
+        if crashes:
+            raise crashes[0]
 
     # --- leases ----------------------------------------------------------------------------
 

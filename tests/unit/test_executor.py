@@ -3,6 +3,7 @@ generators, fencing, shutdown and resume. No IO; real tasks, real timing bounds.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -385,3 +386,27 @@ def _started(history: list[Any]) -> list[tuple[str, int, int]]:
     return [
         (e.operation, e.attempt, e.dispatch) for e in history if isinstance(e, OperationStarted)
     ]
+
+
+async def test_stopping_hands_back_the_agendas_of_every_claim_and_leaves_no_task(
+    recorder: Recorder,
+) -> None:
+    before = len(asyncio.all_tasks())
+    async with open_storage(settings()) as storage:
+        async with open_engine(
+            settings(shutdown_grace=0.05, claim_batch=2),
+            handlers={"hold": recorder.hold},
+            storage=storage,
+        ) as engine:
+            submissions = [
+                await engine.submit(ops({"name": "h", "type": "hold"})) for _ in range(5)
+            ]
+            await _until(lambda: recorder.running == 5)
+            assert engine.worker.in_flight == 5
+        assert recorder.running == 0
+        for submission in submissions:
+            stream = agenda_stream(submission.agenda_id)
+            last = (await storage.events.read_stream(stream))[-1].event
+            assert isinstance(last, AgendaReclaimed)
+            assert "stopped" in last.reason
+    assert len(asyncio.all_tasks()) == before
