@@ -20,6 +20,7 @@ waiting for P guarantees that progress reads reflect it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -35,8 +36,10 @@ from popflow.projections.store import Change, ProgressBatch, ProgressStore
 log = logging.getLogger(__name__)
 
 _BATCH_DEADLINE = 60.0
-_FOLLOWED_LIMIT = 20_000
-"""Agendas in flight whose views a runner keeps between its batches, at most."""
+FOLLOWED_LIMIT = 4096
+"""Agendas in flight whose views a runner keeps between its batches, by default: those
+changed last (a view costs about 4 KB for 10 operations; an agenda not kept is loaded
+from its rows when its next event comes)."""
 
 
 class ProjectionRunner:
@@ -48,6 +51,7 @@ class ProjectionRunner:
         batch_size: int = 2000,
         poll_interval: float = 1.0,
         settle: float = 0.01,
+        followed: int = FOLLOWED_LIMIT,
     ) -> None:
         self._events = events
         self._store = store
@@ -59,7 +63,7 @@ class ProjectionRunner:
         self._wanted = anyio.Event()
         """Set while someone waits in :meth:`wait_for` (``_waiting`` of them): no settling."""
         self._waiting = 0
-        self._followed = _Followed()
+        self._followed = _Followed(followed)
 
     @property
     def position(self) -> int:
@@ -154,10 +158,12 @@ class _Followed:
     the next batch need not load (and decode) the rows it has just written. They are the
     rows only while the checkpoint is where that batch left it: when another runner (or a
     rebuild) has moved it, they are forgotten. Completed agendas are dropped (a late event
-    loads them again), and all of them past :data:`_FOLLOWED_LIMIT`."""
+    loads them again), and so are those changed longest ago past ``limit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
         self._views: dict[str, ProgressView] = {}
+        """In the order they last changed, oldest first."""
         self._position = -1
 
     def at(self, checkpoint: int) -> Mapping[str, ProgressView]:
@@ -166,13 +172,13 @@ class _Followed:
         return self._views
 
     def saved(self, changes: Sequence[tuple[str, Change]], position: int) -> None:
+        views = self._views
         for stream, (_, view) in changes:
-            if view.agenda.processing_state == COMPLETE:
-                self._views.pop(stream, None)
-            else:
-                self._views[stream] = view
-        if len(self._views) > _FOLLOWED_LIMIT:
-            self._views = {}
+            views.pop(stream, None)
+            if view.agenda.processing_state != COMPLETE:
+                views[stream] = view
+        for stream in list(itertools.islice(views, max(0, len(views) - self._limit))):
+            del views[stream]
         self._position = position
 
 

@@ -104,6 +104,39 @@ async def test_the_runner_lets_appends_settle_unless_someone_waits(storage: Stor
         tg.cancel_scope.cancel()
 
 
+async def test_a_runner_that_keeps_one_view_loads_the_others_and_agrees_with_a_rebuild(
+    storage: Storage,
+) -> None:
+    spec = agenda(op("a"), op("b", dependsOn="a"))
+    scenarios = {
+        name: Scenario(spec, agenda_id=name, progress_id=f"p-{name}") for name in ("x", "y")
+    }
+    runner = ProjectionRunner(storage.events, storage.progress, followed=1)
+    appended = dict.fromkeys(scenarios, 0)
+    turns: list[list[Command]] = [
+        [Dispatch("w"), Start(1)],
+        [StartOperation("a", 1)],
+        [RecordOutcome("a", 1, 1, Succeeded(1))],
+        [StartOperation("b", 1)],
+    ]
+    for commands in turns:
+        for name, s in scenarios.items():  # x then y: y pushes x out of the runner's memory
+            s.do_all(commands)
+            request = AppendRequest(f"agenda-{name}", appended[name], s.events[appended[name] :])
+            await storage.events.append([request])
+            appended[name] = len(s.events)
+            assert await runner.catch_up() > 0
+    live = {name: await storage.progress.agenda_progress(name) for name in scenarios}
+    for view in live.values():
+        assert view is not None
+        assert [o.processing_state for o in view.operation_progress or []] == [
+            "COMPLETE",
+            "EXECUTING",
+        ]
+    await runner.rebuild()
+    assert {name: await storage.progress.agenda_progress(name) for name in scenarios} == live
+
+
 class CountingReads:
     """An event store that counts the pages read."""
 
