@@ -40,7 +40,13 @@ import asyncpg
 import msgspec
 
 from bench.scenario import Context, Figures, Scenario
-from bench.server import BenchError, database_name, fresh_database, with_server_settings
+from bench.server import (
+    BenchError,
+    database_name,
+    endings_after,
+    fresh_database,
+    with_server_settings,
+)
 from bench.worker_fleet import running_workers
 from popflow.bootstrap import Engine, open_engine
 from popflow.engine.worker import WorkerSettings
@@ -63,13 +69,6 @@ PROCESSES: Final = (1, 2)
 
 _TIMEOUT_S = 600.0
 _WATCH_INTERVAL_S = 0.01
-_WATCH = """
-SELECT coalesce(max(position), $1) AS head,
-       count(*) FILTER (WHERE type = 'agenda.succeeded') AS succeeded,
-       count(*) FILTER (WHERE type = 'agenda.failed') AS failed
-FROM popflow.events
-WHERE position > $1
-"""
 _HOLD_QUEUE = "LOCK TABLE popflow.agenda_queue IN ACCESS EXCLUSIVE MODE"
 """Claims read the work queue: while this lock is held, no worker claims anything."""
 _TRANSACTIONS = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1"
@@ -231,12 +230,12 @@ async def _wait_for_success(watch: Connection, agendas: int, check: Callable[[],
     while succeeded < agendas:
         await anyio.sleep(_WATCH_INTERVAL_S)  # bounds the watcher's share of the machine
         check()
-        row = await watch.fetchrow(_WATCH, head)
-        assert row is not None
+        endings = await endings_after(watch, head)
         queries += 1
-        head, succeeded = row["head"], succeeded + row["succeeded"]
-        if row["failed"]:
-            raise BenchError(f"{row['failed']} agendas failed: the benchmark's agendas cannot fail")
+        head, succeeded = endings.head, succeeded + endings.succeeded
+        if endings.failed:
+            failed = endings.failed
+            raise BenchError(f"{failed} agendas failed: the benchmark's agendas cannot fail")
     return queries
 
 

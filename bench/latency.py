@@ -33,7 +33,7 @@ import asyncpg
 import msgspec
 
 from bench.scenario import Context, Figures, Scenario
-from bench.server import BenchError, fresh_database, with_server_settings
+from bench.server import BenchError, endings_after, fresh_database, with_server_settings
 from popflow.adapters.memory import HandlerContext
 from popflow.bootstrap import Engine, open_engine
 from popflow.engine.worker import WorkerSettings
@@ -67,13 +67,6 @@ LOAD_RATE = "latency at half load: agendas/s offered"
 
 _TIMEOUT_S = 300.0
 _WATCH_INTERVAL_S = 0.01
-_SUCCEEDED = """
-SELECT coalesce(max(position), $1) AS head,
-       count(*) FILTER (WHERE type = 'agenda.succeeded') AS succeeded,
-       count(*) FILTER (WHERE type = 'agenda.failed') AS failed
-FROM popflow.events
-WHERE position > $1
-"""
 
 
 def probe_agenda() -> bytes:
@@ -181,7 +174,7 @@ async def _burst(engine: Engine, watch: Connection, body: bytes, agendas: int) -
     """Operations per second of ``agendas`` agendas sent by concurrent submitters, from the
     first submission until all have succeeded."""
     remaining = iter(range(agendas))
-    head = int(await watch.fetchval("SELECT coalesce(max(position), 0) FROM popflow.events"))
+    head = int(await watch.fetchval("SELECT popflow.head()"))
 
     async def submitter() -> None:
         for _ in remaining:
@@ -193,11 +186,10 @@ async def _burst(engine: Engine, watch: Connection, body: bytes, agendas: int) -
             tg.start_soon(submitter, name=f"bench-latency-submitter-{number}")
     succeeded = 0
     while succeeded < agendas:
-        row = await watch.fetchrow(_SUCCEEDED, head)
-        assert row is not None
-        if row["failed"]:
-            raise BenchError(f"{row['failed']} agendas failed: the probe's agendas cannot fail")
-        head, succeeded = row["head"], succeeded + row["succeeded"]
+        endings = await endings_after(watch, head)
+        if endings.failed:
+            raise BenchError(f"{endings.failed} agendas failed: the probe's agendas cannot fail")
+        head, succeeded = endings.head, succeeded + endings.succeeded
         if succeeded < agendas:
             await engine.storage.events.wait_for_append(head, _WATCH_INTERVAL_S * 10)
             await anyio.sleep(_WATCH_INTERVAL_S)

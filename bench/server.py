@@ -128,3 +128,36 @@ def _with_unit(setting: str, unit: str | None) -> str:
     if unit == "8kB" and setting.isdigit():
         return f"{int(setting) * 8 // 1024} MB"
     return setting
+
+
+_HORIZON = "SELECT popflow.read_horizon()"
+_ENDINGS = """
+SELECT coalesce(max(position), $1) AS head,
+       count(*) FILTER (WHERE type = 'agenda.succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'agenda.failed') AS failed
+FROM popflow.events
+WHERE position > $1 AND position < $2
+"""
+
+
+@dataclass(frozen=True)
+class Endings:
+    """What :func:`endings_after` found."""
+
+    head: int
+    """The last position read: pass it to the next call."""
+    succeeded: int
+    failed: int
+
+
+async def endings_after(conn: asyncpg.Connection[asyncpg.Record], head: int) -> Endings:
+    """The agendas that succeeded or failed in the events after ``head``, read as
+    popflow's readers read the log: appends commit out of position order, so only below
+    ``popflow.read_horizon()`` (taken first, in a statement of its own) is the log final.
+    A watcher that read past it could step over an ending that commits later below."""
+    horizon = int(await conn.fetchval(_HORIZON))
+    row = await conn.fetchrow(_ENDINGS, head, horizon)
+    assert row is not None
+    return Endings(
+        head=int(row["head"]), succeeded=int(row["succeeded"]), failed=int(row["failed"])
+    )
