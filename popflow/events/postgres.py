@@ -1,11 +1,19 @@
 """The PostgreSQL event store (asyncpg).
 
-An append is one call of the ``popflow.append_events`` function (migration 0006): it
-checks and advances the versions of the streams involved (locking their rows), marks
-itself as in flight, takes positions and notifies listeners on the ``popflow_events``
-channel, all in one round trip. Appends to different streams commit in parallel and can
-share a WAL flush; readers (``read_all``, ``head``) never return a position at or above
-the mark of an append still in flight, so they never see a gap that fills in later.
+An append is one call of the ``popflow.append_events`` function (migrations 0006 and 0009):
+it checks and advances the versions of the streams involved (locking their rows), marks
+itself as in flight and takes positions, all in one round trip. Appends to different
+streams commit in parallel and can share a WAL flush; readers (``read_all``, ``head``)
+never return a position at or above the mark of an append still in flight, so they never
+see a gap that fills in later.
+
+Once an append has committed, the store announces it: to this process's waiters at once,
+and to other processes by a notification on ``popflow_events`` sent afterwards, in a
+transaction of its own that commits asynchronously. Not from inside the append: a
+transaction that notifies holds a server-wide lock until its commit is durable, which
+would make every append commit alone (migration 0009 has the numbers). Announcements
+are coalesced: while one is being sent, later appends only raise the position the next
+one carries.
 Batches that hold several requests for the same stream are split into rounds applied in
 order inside one transaction, so each request is checked against the stream as the
 previous ones left it.
@@ -20,6 +28,7 @@ Event payloads are stored as ``jsonb``: they can be inspected with plain SQL, e.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -62,6 +71,11 @@ class PostgresEventStore:
         self._listener: Connection | None = None
         self._notices: dict[str, Notices] = {CHANNEL: Notices()}
         """The channels listened to (appends, and any added by :meth:`notices`)."""
+        self._announced = 0
+        """The last position this store has announced to its own waiters."""
+        self._sent = 0
+        """The last position announced to other processes."""
+        self._announcer: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -77,6 +91,7 @@ class PostgresEventStore:
             if len(rounds) == 1:  # the common case: one statement, its own transaction
                 async with self._pool.acquire() as conn:
                     rows = await self._append_round(conn, rounds[0])
+                self._announce(_last_position(rows))
                 return [_result(r, row) for r, row in zip(requests, rows, strict=True)]
             async with self.transaction() as tx:
                 return await tx.append(requests)
@@ -87,10 +102,35 @@ class PostgresEventStore:
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """A transaction in which SQL and appends commit together (claims use it)."""
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield PostgresTransaction(self, conn)
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    tx = PostgresTransaction(self, conn)
+                    yield tx
+                self._announce(tx.last_position)  # committed
         except _DRIVER_ERRORS as exc:
             raise InfrastructureError(f"transaction failed: {exc}") from exc
+
+    def _announce(self, position: int) -> None:
+        """Tell waiters that the log reaches ``position`` (0: nothing was appended): in
+        this process at once, others by a notification sent after the commit."""
+        if position <= self._announced:
+            return
+        self._announced = position
+        self._notices[CHANNEL].note(str(position))
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.get_running_loop().create_task(
+                self._send_announcements(), name="popflow-append-announcer"
+            )
+
+    async def _send_announcements(self) -> None:
+        while self._sent < self._announced:
+            position = self._announced
+            try:
+                await self._pool.execute(_Q["announce"], CHANNEL, str(position))
+            except _DRIVER_ERRORS as exc:  # a hint only: other processes poll
+                log.debug("could not announce position %d: %s", position, exc)
+                return
+            self._sent = position
 
     async def _append_round(
         self, conn: Connection, requests: Sequence[AppendRequest]
@@ -178,6 +218,11 @@ class PostgresEventStore:
         return notices
 
     async def close(self) -> None:
+        announcer, self._announcer = self._announcer, None
+        if announcer is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await asyncio.wait([announcer])  # the last appends reach the others
+            announcer.cancel()
         listener, self._listener = self._listener, None
         if listener is not None:
             with anyio.CancelScope(shield=True):
@@ -228,6 +273,8 @@ class PostgresTransaction:
     def __init__(self, store: PostgresEventStore, conn: Connection) -> None:
         self._store = store
         self.conn = conn
+        self.last_position = 0
+        """The last position this transaction appended (0: none yet)."""
 
     async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         rows = await self.conn.fetch(_Q["read_streams"], list(stream_ids))
@@ -251,6 +298,7 @@ class PostgresTransaction:
         rows: dict[int, asyncpg.Record] = {}
         for round_ in _rounds(requests):
             done = await self._store._append_round(self.conn, round_)
+            self.last_position = max(self.last_position, _last_position(done))
             rows.update((id(r), row) for r, row in zip(round_, done, strict=True))
         return [(r, rows[id(r)]) for r in requests]
 
@@ -291,6 +339,11 @@ def _append_arguments(
         types,
         data,
     )
+
+
+def _last_position(rows: Sequence[asyncpg.Record]) -> int:
+    """The highest position ``append_events`` returned (0 when it appended nothing)."""
+    return max((row["positions"][-1] for row in rows if row["positions"]), default=0)
 
 
 def _result(request: AppendRequest, row: asyncpg.Record) -> AppendResult:

@@ -21,6 +21,11 @@ ORDER BY stream_id, version;
 SELECT position, stream_id, version, type, data, recorded_at
 FROM popflow.read_all($1, $2);
 
+-- name: announce
+-- A notification after an append committed (migration 0009), in a transaction of its own:
+-- asynchronous, since it writes nothing worth waiting for a flush.
+SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2);
+
 -- name: stream_version
 SELECT coalesce((SELECT version FROM popflow.streams WHERE stream_id = $1), 0);
 
