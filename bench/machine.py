@@ -70,7 +70,10 @@ def _commit() -> str:
     head = _git("rev-parse", "--short", "HEAD")
     if head is None:
         return "unknown (not a git checkout)"
-    changes = _git("status", "--porcelain", "--untracked-files=no")
+    # The results page itself is not a change of what was measured (it holds the last run).
+    changes = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/benchmarks.md"
+    )
     return f"{head}{' with uncommitted changes' if changes else ''}"
 
 
