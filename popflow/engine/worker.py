@@ -236,24 +236,26 @@ class Worker:
             return events
 
         claimed: Sequence[ClaimedAgenda] = []
-        # A claim is a short transaction: let it finish rather than abandon it half-way
-        # on shutdown (bounded, in case the database hangs).
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _TRANSACTION_GRACE):
-            try:
-                claimed = await self._queue.claim(
-                    self.worker_id,
-                    limit,
-                    insights=self.settings.insights,
-                    resource_pool=self.settings.resource_pool,
-                    opening=open_agenda,
-                )
-            except InfrastructureError as exc:
-                log.warning("claim failed, retrying: %s", exc)
-        for agenda in claimed:
-            self._opened[agenda.history[0].stream_id] = opened.pop(agenda.agenda_id, 0)
-        for taken in opened.values():
-            for _ in range(taken):
-                self._slots.release()
+        try:
+            # A claim is a short transaction: let it finish rather than abandon it half-way
+            # on shutdown (bounded, in case the database hangs).
+            with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _TRANSACTION_GRACE):
+                try:
+                    claimed = await self._queue.claim(
+                        self.worker_id,
+                        limit,
+                        insights=self.settings.insights,
+                        resource_pool=self.settings.resource_pool,
+                        opening=open_agenda,
+                    )
+                except InfrastructureError as exc:
+                    log.warning("claim failed, retrying: %s", exc)
+            for agenda in claimed:
+                self._opened[agenda.history[0].stream_id] = opened.pop(agenda.agenda_id, 0)
+        finally:  # whatever the claim did not keep, or if it failed in any way
+            for taken in opened.values():
+                for _ in range(taken):
+                    self._slots.release()
         return claimed
 
     async def _wait_for_room(self) -> None:
