@@ -113,8 +113,6 @@ class Worker:
         self._executions: set[anyio.CancelScope] = set()
         self._starting = 0
         """Agendas claimed whose execution has not started yet (they count as in flight)."""
-        self._opened: dict[str, int] = {}
-        """Slots taken by the claims' openings, by stream, until the executions take them."""
         self._room = anyio.Event()
         self._stopping = anyio.Event()
         self._registered = False
@@ -173,7 +171,8 @@ class Worker:
                 self._room.set()
         raise LeaseLost(f"{execution.stream_id}: execution cancelled (leases presumed lost)")
 
-    def _execution(self, history: list[RecordedEvent]) -> AgendaExecution:
+    def _execution(self, history: list[RecordedEvent], reserved: int = 0) -> AgendaExecution:
+        """``reserved``: the slots the claim's opening took for the agenda."""
         return AgendaExecution(
             history,
             worker_id=self.worker_id,
@@ -183,7 +182,7 @@ class Worker:
             slots=self._slots,
             clock=self._clock,
             settings=self.settings.executor,
-            reserved=self._opened.pop(history[0].stream_id, 0),
+            reserved=reserved,
         )
 
     # --- claiming --------------------------------------------------------------------------
@@ -220,10 +219,10 @@ class Worker:
             return 1
         return max(1, min(self.settings.claim_batch, self.settings.max_agendas) // 4)
 
-    async def _claim(self, limit: int) -> Sequence[ClaimedAgenda]:
-        """Claim and open up to ``limit`` agendas. Their executions get the slots the
-        openings took (:meth:`_execution`); the slots of agendas the claim did not take
-        in the end go back at once."""
+    async def _claim(self, limit: int) -> list[tuple[ClaimedAgenda, int]]:
+        """Claim and open up to ``limit`` agendas: each with the slots its opening took,
+        for its execution. The slots of agendas the claim did not take in the end go back
+        at once."""
         opened: dict[str, int] = {}
 
         def open_agenda(state: AgendaState) -> list[Event]:
@@ -250,13 +249,11 @@ class Worker:
                     )
                 except InfrastructureError as exc:
                     log.warning("claim failed, retrying: %s", exc)
-            for agenda in claimed:
-                self._opened[agenda.history[0].stream_id] = opened.pop(agenda.agenda_id, 0)
+            return [(agenda, opened.pop(agenda.agenda_id, 0)) for agenda in claimed]
         finally:  # whatever the claim did not keep, or if it failed in any way
             for taken in opened.values():
                 for _ in range(taken):
                     self._slots.release()
-        return claimed
 
     async def _wait_for_room(self) -> None:
         """Until an agenda finishes (it sets ``_room``), the worker stops, or the poll
@@ -285,7 +282,7 @@ class Worker:
                 for wait in (waiter, self._stopping.wait):
                     race.start_soon(_then_cancel, wait, race.cancel_scope)
 
-    async def _run_claimed(self, claimed: Sequence[ClaimedAgenda]) -> None:
+    async def _run_claimed(self, claimed: Sequence[tuple[ClaimedAgenda, int]]) -> None:
         """Execute the agendas of one claim, each in a plain asyncio task supervised here:
         a worker holds thousands of agendas, and an anyio task costs about 2.5 KB more
         than an asyncio one. This task ends once every one of them has ended; cancelled
@@ -293,11 +290,11 @@ class Worker:
         shielded, while they hand their agendas back. A ``BaseException`` other than a
         cancel is raised here, as the task group would have raised it."""
 
-        async def run(agenda: ClaimedAgenda) -> None:
+        async def run(agenda: ClaimedAgenda, reserved: int) -> None:
             self._starting -= 1  # _run() registers the execution before it first yields
             agenda_id = agenda.agenda_id
             try:
-                execution = self._execution(agenda.history)
+                execution = self._execution(agenda.history, reserved)
                 del agenda  # the claimed history: the execution keeps what it needs of it
                 await self._run(execution)
             except LeaseLost as exc:
@@ -317,7 +314,8 @@ class Worker:
         crashes: list[BaseException] = []
         ended = asyncio.get_running_loop().create_future()
         remaining = {
-            asyncio.create_task(run(a), name=f"popflow-agenda-{a.agenda_id}") for a in claimed
+            asyncio.create_task(run(a, reserved), name=f"popflow-agenda-{a.agenda_id}")
+            for a, reserved in claimed
         }
         del claimed  # each history is the business of its own task
         for task in remaining:

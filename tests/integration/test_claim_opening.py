@@ -13,32 +13,20 @@ import pytest
 
 from popflow.bootstrap import Storage, open_engine
 from popflow.engine.queue import ClaimedAgenda, Opening
-from popflow.engine.worker import WorkerSettings
 from popflow.events.vocabulary import (
     AgendaDispatched,
     AgendaStarted,
     AgendaSucceeded,
     OperationStarted,
 )
-from popflow.settings import Settings
 from tests.support.agendas import agenda, op
-from tests.support.stores import ADAPTERS, storage_for
-
-LONG_POLL = 30.0
+from tests.support.stores import ADAPTERS, engine_settings, storage_for
 
 
 @pytest.fixture(params=ADAPTERS)
 async def storage(request: pytest.FixtureRequest) -> AsyncIterator[Storage]:
     async with storage_for(request.param, request) as opened:
         yield opened
-
-
-def settings(**worker: Any) -> Settings:
-    return Settings(
-        dsn="memory://",  # unused: the tests hand the engine its storage
-        poll_interval=LONG_POLL,
-        worker=WorkerSettings(poll_interval=LONG_POLL, **worker),
-    )
 
 
 class Claims:
@@ -72,7 +60,7 @@ async def test_a_claim_records_the_start_of_the_operations_that_may_start(
 ) -> None:
     claims = Claims(storage, monkeypatch)
     spec = agenda(op("a"), op("b", dependsOn="a"), op("c"))
-    async with open_engine(settings(), storage=storage) as engine:
+    async with open_engine(engine_settings(), storage=storage) as engine:
         submission = await engine.submit(spec)
         with anyio.fail_after(10):
             await engine.wait(submission.agenda_id)
@@ -98,7 +86,7 @@ async def test_an_opening_takes_only_the_free_slots_and_every_slot_comes_back(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims = Claims(storage, monkeypatch)
-    async with open_engine(settings(max_operations=3), storage=storage) as engine:
+    async with open_engine(engine_settings(max_operations=3), storage=storage) as engine:
         submissions = [
             await engine.submit(agenda(*(op(f"o{i}") for i in range(5)))) for _ in range(6)
         ]
@@ -116,7 +104,7 @@ async def test_the_slots_of_an_opening_the_claim_did_not_keep_come_back(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims = Claims(storage, monkeypatch, drop_first=True)
-    async with open_engine(settings(max_operations=4), storage=storage) as engine:
+    async with open_engine(engine_settings(max_operations=4), storage=storage) as engine:
         lost = await engine.submit(agenda(op("x"), op("y")))
         with anyio.fail_after(10):
             while not claims.dropped:

@@ -13,7 +13,7 @@ import pytest
 
 from popflow.bootstrap import Engine, open_engine, open_storage, rebuild_projections
 from popflow.projections.rebuild import rebuild_progress
-from tests.integration.test_engine import _varied_history, quick, settings
+from tests.integration.test_engine import _varied_history, count_events, quick, settings
 from tests.support.scheduling import Farm
 
 _TABLES = {
@@ -98,11 +98,3 @@ async def test_a_rebuild_in_small_pages_gives_the_same_progress(
             await storage.events.head(),
         )
     assert without_checkpoint_times(await dump(database_dsn)) == live
-
-
-async def count_events(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM popflow.events"))
-    finally:
-        await conn.close()

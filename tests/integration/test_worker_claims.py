@@ -15,14 +15,9 @@ import pytest
 from popflow.adapters.memory import HandlerContext
 from popflow.bootstrap import Engine, Storage, open_engine
 from popflow.engine.queue import ClaimedAgenda
-from popflow.engine.worker import WorkerSettings
-from popflow.settings import Settings
 from tests.support.agendas import agenda, op
 from tests.support.scheduling import LANE, Farm
-from tests.support.stores import ADAPTERS, storage_for
-
-LONG_POLL = 30.0
-"""Longer than any test waits: whatever the worker does in time, a wake-up caused."""
+from tests.support.stores import ADAPTERS, engine_settings, storage_for
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -47,19 +42,11 @@ class ClaimLog:
         return claimed
 
 
-def settings(**worker: Any) -> Settings:
-    return Settings(
-        dsn="memory://",  # unused: the tests hand the engine its storage
-        poll_interval=LONG_POLL,
-        worker=WorkerSettings(poll_interval=LONG_POLL, **worker),
-    )
-
-
 async def test_an_idle_worker_claims_once_per_agenda_at_once(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims = ClaimLog(storage, monkeypatch)
-    async with open_engine(settings(), storage=storage) as engine:
+    async with open_engine(engine_settings(), storage=storage) as engine:
         for n in range(5):
             submission = await engine.submit(agenda(*(op(f"o{i}") for i in range(4))))
             with anyio.fail_after(5):  # a lost wake-up would wait for the poll
@@ -86,7 +73,7 @@ async def test_wake_ups_it_cannot_use_are_spaced_by_the_idle_claim_interval(
     claims = ClaimLog(storage, monkeypatch)
     interval = 0.05
     async with open_engine(
-        settings(idle_claim_interval=interval), storage=storage, handlers={"gated": gated}
+        engine_settings(idle_claim_interval=interval), storage=storage, handlers={"gated": gated}
     ) as engine:
         first = await _submit(engine, "gated")
         with anyio.fail_after(5):
